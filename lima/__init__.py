@@ -1,0 +1,1 @@
+"""LIMA Studio core: the `lima` command, the state directory, the chat format and the SQLite store."""

@@ -1,0 +1,64 @@
+"""The `lima` command. Each subcommand is a thin door into the module that does the work."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _serve(args) -> int:
+    from service.main import main
+
+    return main(args)
+
+
+def _models_prepare(args) -> int:
+    from service import embedded_model
+
+    try:
+        print(embedded_model.prepare(args.dest))
+    except embedded_model.PrepareError as exc:
+        print(f"lima models prepare: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _models_list(args) -> int:
+    from lima.store import connect
+    from lima.store.registry import registered
+    from service import embedded_model
+
+    path = embedded_model.default_path()
+    print(f"base\t{path}\t{'prepared' if embedded_model.is_prepared(path) else 'not prepared (lima models prepare)'}")
+    for name, folder in registered(connect()).items():
+        print(f"{name}\t{folder}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lima", description="LIMA Studio: chat, rate, retrain, compare.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from service.main import add_arguments as serve_arguments
+
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible chat service")
+    serve_arguments(serve)
+    serve.set_defaults(func=_serve)
+
+    models = sub.add_parser("models", help="prepare and list models")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    prepare = models_sub.add_parser("prepare", help="download and convert the embedded SmolLM2-135M-Instruct once")
+    prepare.add_argument("--dest", help="folder to write (default: $LIMA_HOME/models/smollm2-135m-instruct)")
+    prepare.set_defaults(func=_models_prepare)
+    listing = models_sub.add_parser("list", help="show the embedded model and every registered model")
+    listing.set_defaults(func=_models_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Open the state database: WAL mode, foreign keys on, migrations applied.
+
+Every caller opens its own connection (``connect()``): sqlite3 connections refuse to cross
+threads, and Gradio handlers, the service and the training process all run on different threads
+or processes. WAL plus a busy timeout lets those writers take turns without losing a row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from lima import home
+from lima.store.migrations import migrations
+
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+def utcnow() -> str:
+    """ISO-8601 UTC timestamp with milliseconds, the only time format in the database."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def connect(path: str | Path | None = None) -> Database:
+    """A fresh connection to the state database (``$LIMA_HOME/lima.db`` by default)."""
+    path = Path(path) if path else home.db_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+    db = Database(conn)
+    db.execute("PRAGMA busy_timeout = 30000")
+    db.execute("PRAGMA foreign_keys = ON")
+    key = str(path.resolve())
+    if key not in _migrated:
+        with _migrate_lock:
+            db.enable_wal()
+            migrations.apply(db)
+            _migrated.add(key)
+    return db

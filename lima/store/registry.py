@@ -1,0 +1,23 @@
+"""The models registry: which folder each served name points at.
+
+Training writes a row only after its checkpoint is completely saved; ``lima serve`` serves every
+registered model at start, and a running service is told to (re)load a name over HTTP.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+
+from lima.store.db import utcnow
+
+
+def register(db: Database, name: str, path: str, kind: str = "manual", run_id: str | None = None) -> None:
+    db["models"].upsert({"name": name, "path": path, "kind": kind, "run_id": run_id, "registered": utcnow()},
+                        pk="name")
+
+
+def registered(db: Database) -> dict[str, str]:
+    """name -> folder, in registration order."""
+    if not db["models"].exists():
+        return {}
+    return {row["name"]: row["path"] for row in db["models"].rows_where(order_by="registered")}

@@ -1,0 +1,159 @@
+"""The OpenAI-compatible HTTP API over one engine.
+
+    GET  /health                  liveness, engine, models and whether serving is paused
+    GET  /v1/models               the served models (OpenAI list format)
+    POST /v1/chat/completions     chat, streaming (SSE) or not, with usage counts
+    POST /admin/models            serve a folder or hub id under a name (add or replace, live)
+    DELETE /admin/models/{name}   stop serving a model
+    POST /admin/sleep, /admin/wake   free / restore the accelerator around a training run
+
+The app is built by ``create_app(engine)``: nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from openai.types.completion_usage import CompletionUsage
+
+from service.engines.base import Delta, Engine, EngineUnavailable, ModelLoadError, Prepared
+from service.protocol import ChatCompletionRequest, ModelRegistration, RequestError, validation_message
+from service.sampling import SamplingParams
+
+
+def _error(status: int, message: str, type: str, code: str | None = None, param: str | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status,
+                        content={"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
+    """The app over ``engine``; whoever created the engine closes it."""
+    app = FastAPI(title="LIMA Studio service")
+    app.state.engine = engine
+
+    def authorized(request: Request) -> None:
+        if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
+            raise RequestError("Missing or wrong API key (send 'Authorization: Bearer <key>')",
+                               status=401, type="authentication_error", code="invalid_api_key")
+
+    @app.exception_handler(RequestError)
+    async def request_error(_, exc: RequestError):
+        return JSONResponse(status_code=exc.status, content=exc.body())
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_, exc: RequestValidationError):
+        message, param = validation_message(exc.errors())
+        return _error(400, message, "invalid_request_error", "invalid_request", param)
+
+    @app.exception_handler(EngineUnavailable)
+    async def unavailable(_, exc: EngineUnavailable):
+        return _error(503, str(exc), "service_unavailable", "model_unavailable")
+
+    @app.exception_handler(ModelLoadError)
+    async def load_error(_, exc: ModelLoadError):
+        return _error(400, str(exc), "invalid_request_error", "model_load_failed", "path")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "sleeping" if engine.sleeping else "ok", "engine": engine.kind,
+                "models": [m.name for m in engine.models()], "pid": os.getpid()}
+
+    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    async def list_models():
+        now = int(time.time())
+        return {"object": "list", "data": [
+            {"id": m.name, "object": "model", "created": now, "owned_by": "lima-studio", "root": m.source,
+             "max_model_len": m.context_length, "engine": m.engine, "state": m.state}
+            for m in engine.models()]}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
+    async def chat_completions(req: ChatCompletionRequest):
+        params = SamplingParams.from_request(req)
+        prepared = await engine.prepare(req.model, req.openai_messages(), params)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        if req.stream:
+            usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_sse(engine, prepared, completion_id, usage), media_type="text/event-stream")
+        return await _complete(engine, prepared, completion_id)
+
+    @app.post("/admin/models", dependencies=[Depends(authorized)])
+    async def add_model(body: ModelRegistration):
+        info = await engine.add_model(body.name, body.path)
+        return {"id": info.name, "root": info.source, "max_model_len": info.context_length, "engine": info.engine}
+
+    @app.delete("/admin/models/{name}", dependencies=[Depends(authorized)])
+    async def remove_model(name: str):
+        await engine.remove_model(name)
+        return {"id": name, "deleted": True}
+
+    @app.post("/admin/sleep", dependencies=[Depends(authorized)])
+    async def sleep():
+        await engine.sleep()
+        return {"sleeping": True}
+
+    @app.post("/admin/wake", dependencies=[Depends(authorized)])
+    async def wake():
+        await engine.wake()
+        return {"sleeping": False}
+
+    return app
+
+
+async def _complete(engine: Engine, prepared: Prepared, completion_id: str) -> JSONResponse:
+    text, last = [], Delta()
+    async for delta in engine.stream(prepared):
+        if delta.finish_reason == "error":
+            return _error(500, delta.text, "server_error", "generation_failed")
+        text.append(delta.text)
+        last = delta
+    completion = ChatCompletion(
+        id=completion_id, object="chat.completion", created=int(time.time()), model=prepared.model,
+        choices=[Choice(index=0, finish_reason=last.finish_reason or "stop",
+                        message=ChatCompletionMessage(role="assistant", content="".join(text)))],
+        usage=_usage(last, prepared))
+    return JSONResponse(completion.model_dump(exclude_none=True))
+
+
+def _usage(last: Delta, prepared: Prepared) -> CompletionUsage:
+    prompt = last.prompt_tokens or prepared.prompt_tokens
+    return CompletionUsage(prompt_tokens=prompt, completion_tokens=last.completion_tokens,
+                           total_tokens=prompt + last.completion_tokens)
+
+
+async def _sse(engine: Engine, prepared: Prepared, completion_id: str, include_usage: bool) -> AsyncIterator[str]:
+    created = int(time.time())
+
+    def chunk(delta: ChoiceDelta, finish: str | None = None, usage=None, choices=True) -> str:
+        body = ChatCompletionChunk(
+            id=completion_id, object="chat.completion.chunk", created=created, model=prepared.model,
+            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)] if choices else [], usage=usage)
+        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+
+    yield chunk(ChoiceDelta(role="assistant", content=""))
+    try:
+        async for delta in engine.stream(prepared):
+            if delta.finish_reason == "error":
+                error = {"error": {"message": delta.text, "type": "server_error", "code": "generation_failed"}}
+                yield f"data: {json.dumps(error)}\n\n"
+                return
+            if delta.text:
+                yield chunk(ChoiceDelta(content=delta.text))
+            if delta.finish_reason:
+                yield chunk(ChoiceDelta(), finish=delta.finish_reason)
+                if include_usage:
+                    yield chunk(ChoiceDelta(), usage=_usage(delta, prepared), choices=False)
+    except (EngineUnavailable, RequestError) as exc:
+        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}})}\n\n"
+        return
+    yield "data: [DONE]\n\n"

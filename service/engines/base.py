@@ -1,0 +1,90 @@
+"""The narrow interface every engine offers the HTTP layer.
+
+An engine serves named models. The app validates the OpenAI request, then asks the engine to
+``prepare`` it (template, token counts, context check: errors are the client's) and to ``stream``
+the prepared generation as ``Delta`` events. Adding, replacing and removing models happen while
+serving; ``sleep``/``wake`` free and restore the accelerator around a training run.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from service.sampling import SamplingParams
+
+
+class ModelLoadError(Exception):
+    """A model could not be loaded: the message names the model, the source and the cause."""
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot serve right now (sleeping for a training run, backend down): HTTP 503."""
+
+
+@dataclass
+class Delta:
+    """One streamed event: new text, and on the last one the finish reason and usage."""
+
+    text: str = ""
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Prepared:
+    """A validated request, ready to stream; engines keep what they need in ``payload``."""
+
+    model: str
+    messages: list[dict[str, str]]
+    params: SamplingParams
+    prompt_tokens: int = 0
+    payload: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    source: str
+    engine: str
+    context_length: int | None = None
+    state: str = "ready"  # "ready" | "sleeping" | "loading"
+
+
+class Engine(ABC):
+    kind: str
+
+    @abstractmethod
+    def models(self) -> list[ModelInfo]:
+        """Models being served, in the order they were added."""
+
+    @abstractmethod
+    async def add_model(self, name: str, source: str) -> ModelInfo:
+        """Load ``source`` (folder or hub id) and serve it as ``name``, replacing any model of that
+        name only once the new one has loaded. Raises ModelLoadError."""
+
+    @abstractmethod
+    async def remove_model(self, name: str) -> None: ...
+
+    @abstractmethod
+    async def prepare(self, model: str, messages: list[dict[str, str]], params: SamplingParams) -> Prepared:
+        """Render and count the prompt; raise RequestError for anything the client got wrong."""
+
+    @abstractmethod
+    def stream(self, prepared: Prepared) -> AsyncIterator[Delta]:
+        """Generate; the last Delta carries finish_reason and usage. Closing the iterator cancels."""
+
+    async def sleep(self) -> None:
+        """Free accelerator memory for a training run; requests get EngineUnavailable until wake."""
+
+    async def wake(self) -> None:
+        """Restore what sleep freed."""
+
+    @property
+    def sleeping(self) -> bool:
+        return False
+
+    async def close(self) -> None:
+        """Stop everything this engine started."""

@@ -1,0 +1,217 @@
+"""Continuous batching for one transformers model: a decode loop on its own thread.
+
+Why not ``model.generate``: it takes one batch and one sampling setting at a time, so concurrent
+requests would either queue behind a lock or wait for a whole batch to finish. Here every request
+joins the running batch at the next step (its prompt prefilled alone, its KV merged in), leaves
+when it finishes, and keeps its own temperature, top-p, repetition penalty and stop strings.
+transformers' own continuous-batching manager drops the repetition penalty the paper asks for,
+which is why this loop exists.
+
+The loop, one iteration:
+  1. admit waiting requests (up to ``max_batch`` rows): prefill, sample the first token, merge
+  2. one decode step for every row: forward the last tokens, sample, detokenize, emit
+  3. retire finished or cancelled rows and drop KV columns that only padding still uses
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from service.engines import kv_cache
+from service.engines.base import Delta
+from service.sampling import BatchSampler, SamplingParams
+
+log = logging.getLogger("lima.batcher")
+
+
+@dataclass
+class Sequence:
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_new_tokens: int
+    emit: Callable[[Delta], None]
+    output_ids: list[int] = field(default_factory=list)
+    text: str = ""  # decoded output so far
+    sent: int = 0  # characters of ``text`` already emitted
+    prefix_offset: int = 0
+    read_offset: int = 0
+    cancelled: bool = False
+    finish_reason: str | None = None
+
+
+_WAKE = Sequence([], SamplingParams(), 0, emit=lambda delta: None)  # wakes the loop, is not generated
+
+
+class Batcher:
+    def __init__(self, model, tokenizer, eos_ids: set[int], max_batch: int = 8, name: str = "model"):
+        self.model, self.tokenizer, self.eos_ids = model, tokenizer, eos_ids
+        self.max_batch = max_batch
+        self.device = next(model.parameters()).device
+        self.num_layers = model.config.get_text_config().num_hidden_layers
+        self.vocab_size = model.config.get_text_config().vocab_size  # logits width, padding rows included
+        self.waiting: queue.Queue[Sequence | None] = queue.Queue()
+        self._reset()
+        self._stopped = threading.Event()
+        self._draining = False
+        self.thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
+        self.thread.start()
+
+    # -- public, any thread -------------------------------------------------------------------
+
+    def submit(self, seq: Sequence) -> None:
+        if self._stopped.is_set():
+            raise RuntimeError("this model has been unloaded")
+        self.waiting.put(seq)
+
+    def stop(self, drain: bool = False, timeout: float | None = 30) -> None:
+        """Stop the loop; with ``drain`` the requests already submitted finish first."""
+        self._stopped.set()
+        if not drain:
+            self.waiting.put(None)
+        else:
+            self._draining = True
+            self.waiting.put(_WAKE)
+        self.thread.join(timeout)
+
+    @property
+    def active_rows(self) -> int:
+        return len(self.active)
+
+    # -- the loop, batcher thread only --------------------------------------------------------
+
+    def _reset(self) -> None:
+        self.active: list[Sequence] = []
+        self.cache = kv_cache.new_cache(self.num_layers)
+        self.mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
+        self.positions = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.last = torch.zeros(0, 1, dtype=torch.long, device=self.device)
+        self.sampler = BatchSampler(self.vocab_size, self.device)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                block = not self.active
+                while len(self.active) < self.max_batch:
+                    try:
+                        seq = self.waiting.get(block=block)
+                    except queue.Empty:
+                        break
+                    block = False
+                    if seq is None:
+                        self._fail_all("the model was unloaded")
+                        return
+                    if seq is not _WAKE:
+                        self._admit(seq)
+                if self.active:
+                    self._step()
+                elif self._draining and self.waiting.empty():
+                    return
+            except Exception as exc:  # one bad step must not kill the model for everyone
+                log.exception("generation step failed")
+                self._fail_all(f"generation failed: {exc}")
+
+    @torch.inference_mode()
+    def _admit(self, seq: Sequence) -> None:
+        if seq.cancelled:
+            return
+        ids = torch.tensor([seq.prompt_ids], device=self.device)
+        single = kv_cache.new_cache(self.num_layers)
+        out = self.model(input_ids=ids, past_key_values=single, use_cache=True, logits_to_keep=1)
+        row = len(self.active)
+        self.sampler.add_row(seq.params, seq.prompt_ids)
+        token = self.sampler.sample(out.logits[:, -1], rows=[row])
+        if self._push(seq, int(token[0])):
+            self.sampler.keep_rows(torch.arange(row))
+            return
+        self.mask = kv_cache.merge(self.cache, self.mask, single, len(seq.prompt_ids))
+        self.positions = torch.cat([self.positions, torch.tensor([len(seq.prompt_ids)], device=self.device)])
+        self.last = torch.cat([self.last, token.view(1, 1)])
+        self.active.append(seq)
+
+    @torch.inference_mode()
+    def _step(self) -> None:
+        ones = torch.ones(len(self.active), 1, dtype=self.mask.dtype, device=self.device)
+        mask = torch.cat([self.mask, ones], dim=1)
+        out = self.model(input_ids=self.last, attention_mask=mask, position_ids=self.positions.unsqueeze(1),
+                         past_key_values=self.cache, use_cache=True)
+        self.mask, self.positions = mask, self.positions + 1
+        tokens = self.sampler.sample(out.logits[:, -1])
+        self.last = tokens.view(-1, 1)
+        done = [self._push(seq, int(t)) for seq, t in zip(self.active, tokens.tolist())]
+        if any(done):
+            keep = torch.tensor([i for i, d in enumerate(done) if not d], dtype=torch.long)
+            self.active = [s for s, d in zip(self.active, done) if not d]
+            if not self.active:
+                self._reset()
+                return
+            self.mask = kv_cache.select(self.cache, self.mask, keep.to(self.device))
+            self.positions, self.last = self.positions[keep], self.last[keep]
+            self.sampler.keep_rows(keep)
+
+    def _push(self, seq: Sequence, token: int) -> bool:
+        """Record one sampled token, emit any new text; True when the sequence is finished."""
+        if seq.cancelled:
+            return True
+        finish = None
+        if token in self.eos_ids and not seq.params.ignore_eos:
+            finish = "stop"
+        else:
+            seq.output_ids.append(token)
+            self._detokenize(seq)
+            if seq.params.stop and self._hit_stop(seq):
+                finish = "stop"
+            elif len(seq.output_ids) >= seq.max_new_tokens:
+                finish = "length"
+        # Hold back text that could be the start of a stop string until it is resolved.
+        hold = 0 if finish else max((len(s) - 1 for s in seq.params.stop), default=0)
+        ready = len(seq.text) - hold
+        if ready > seq.sent or finish:
+            piece, seq.sent = seq.text[seq.sent:max(ready, seq.sent)], max(ready, seq.sent)
+            completion = len(seq.output_ids) + (1 if finish == "stop" and token in self.eos_ids else 0)
+            seq.emit(Delta(text=piece, finish_reason=finish, prompt_tokens=len(seq.prompt_ids),
+                           completion_tokens=completion))
+        seq.finish_reason = finish
+        return finish is not None
+
+    def _detokenize(self, seq: Sequence) -> None:
+        # Incremental decoding (as in TGI/vLLM): decode a short window so multi-byte characters
+        # and merged pieces come out whole, and only once.
+        ids = seq.output_ids
+        prefix = self.tokenizer.decode(ids[seq.prefix_offset:seq.read_offset], skip_special_tokens=True)
+        full = self.tokenizer.decode(ids[seq.prefix_offset:], skip_special_tokens=True)
+        if len(full) > len(prefix) and not full.endswith("\ufffd"):
+            seq.text += full[len(prefix):]
+            seq.prefix_offset, seq.read_offset = seq.read_offset, len(ids)
+
+    @staticmethod
+    def _hit_stop(seq: Sequence) -> bool:
+        window = max(len(s) for s in seq.params.stop) + 16
+        start = max(0, len(seq.text) - window)
+        hits = [i for s in seq.params.stop if (i := seq.text.find(s, start)) >= 0]
+        if hits:
+            seq.text = seq.text[: min(hits)]
+            seq.sent = min(seq.sent, len(seq.text))
+            return True
+        return False
+
+    def _fail_all(self, reason: str) -> None:
+        pending = list(self.active)
+        while True:
+            try:
+                seq = self.waiting.get_nowait()
+            except queue.Empty:
+                break
+            if seq is not None and seq is not _WAKE:
+                pending.append(seq)
+        for seq in pending:
+            seq.emit(Delta(finish_reason="error", text=reason, prompt_tokens=len(seq.prompt_ids),
+                           completion_tokens=len(seq.output_ids)))
+        self._reset()
+        time.sleep(0)  # let emitters run before the next admission

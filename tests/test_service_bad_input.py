@@ -1,0 +1,86 @@
+"""Every bad request gets a 4xx OpenAI-style error that names the problem, and the server keeps serving."""
+
+import httpx
+import pytest
+
+
+def post(service, body, path="/v1/chat/completions"):
+    return httpx.post(service + path, json=body, timeout=30)
+
+
+def user(text="hi"):
+    return [{"role": "user", "content": text}]
+
+
+def error_of(response):
+    body = response.json()
+    assert set(body) == {"error"}, body
+    return body["error"]
+
+
+def test_unknown_model_is_404_listing_known_models(service):
+    r = post(service, {"model": "gpt-9", "messages": user()})
+    assert r.status_code == 404
+    err = error_of(r)
+    assert err["code"] == "model_not_found"
+    assert "gpt-9" in err["message"] and "base" in err["message"] and "short" in err["message"]
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"model": "base", "messages": []}, "messages"),
+    ({"model": "base"}, "messages: Field required"),
+    ({"model": "base", "messages": "hello"}, "messages"),
+    ({"model": "base", "messages": [{"role": "user"}]}, "messages[0].content: Field required"),
+    ({"model": "base", "messages": [{"role": "user", "content": "   "}]}, "messages[0].content: content is empty"),
+    ({"model": "base", "messages": [{"role": "user", "content": 42}]}, "messages[0].content: Input should be a valid string"),
+    ({"model": "base", "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]},
+     "messages[0].content"),
+    ({"model": "base", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+    ({"model": "base", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+     "the last message must be from the user"),
+    ({"model": "base", "messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"},
+                                    {"role": "user", "content": "c"}]}, "system messages must come before"),
+    ({"model": "base", "messages": user(), "max_tokens": -5}, "max_tokens: Input should be greater than or equal to 1"),
+    ({"model": "base", "messages": user(), "max_tokens": 0}, "max_tokens"),
+    ({"model": "base", "messages": user(), "max_tokens": 10**12}, "max_tokens: Input should be less than or equal to"),
+    ({"model": "base", "messages": user(), "max_tokens": "many"}, "max_tokens"),
+    ({"model": "base", "messages": user(), "temperature": 7}, "temperature"),
+    ({"model": "base", "messages": user(), "top_p": 0}, "top_p"),
+    ({"model": "base", "messages": user(), "n": 3}, "n"),
+    ({"model": 12, "messages": user()}, "model"),
+])
+def test_malformed_requests_are_400_naming_the_field(service, body, fragment):
+    r = post(service, body)
+    assert r.status_code == 400, r.text
+    err = error_of(r)
+    assert err["type"] == "invalid_request_error"
+    assert fragment in err["message"], err["message"]
+
+
+def test_invalid_json_is_400(service):
+    r = httpx.post(service + "/v1/chat/completions", content=b"{not json", timeout=10,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert "JSON" in error_of(r)["message"]
+
+
+def test_prompt_longer_than_context_is_400(service):
+    r = post(service, {"model": "short", "messages": user("the quick brown fox " * 40)})
+    assert r.status_code == 400
+    err = error_of(r)
+    assert err["code"] == "context_length_exceeded"
+    assert "context of 64 tokens" in err["message"]
+
+
+def test_max_tokens_beyond_context_is_400_with_the_allowance(service):
+    r = post(service, {"model": "short", "messages": user("hi"), "max_tokens": 500})
+    assert r.status_code == 400
+    assert "ask for at most" in error_of(r)["message"]
+
+
+def test_server_keeps_serving_after_bad_requests(service):
+    for body in ({"model": "nope", "messages": user()}, {"model": "base", "messages": []}):
+        post(service, body)
+    r = post(service, {"model": "base", "messages": user(), "max_tokens": 3})
+    assert r.status_code == 200
+    assert r.json()["usage"]["completion_tokens"] <= 3

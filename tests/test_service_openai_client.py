@@ -1,0 +1,68 @@
+"""The official openai client against the real service (tiny local model, free port)."""
+
+import httpx
+import openai
+import pytest
+
+
+@pytest.fixture
+def client(service):
+    return openai.OpenAI(base_url=service + "/v1", api_key="unused", max_retries=0)
+
+
+def test_lists_models_with_context_length(client):
+    models = {m.id: m for m in client.models.list().data}
+    assert set(models) == {"base", "short"}
+    assert models["short"].model_extra["max_model_len"] == 64
+
+
+def test_non_streaming_returns_text_and_usage(client):
+    reply = client.chat.completions.create(model="base", messages=[{"role": "user", "content": "hello"}],
+                                           max_tokens=12, temperature=0)
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.usage.prompt_tokens > 0
+    assert 0 < reply.usage.completion_tokens <= 12
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_streaming_matches_non_streaming_when_greedy(client):
+    messages = [{"role": "user", "content": "how do i boil an egg?"}]
+    whole = client.chat.completions.create(model="base", messages=messages, max_tokens=20, temperature=0)
+    stream = client.chat.completions.create(model="base", messages=messages, max_tokens=20, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
+    pieces, usage, finish = [], None, None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    assert "".join(pieces) == whole.choices[0].message.content
+    assert finish == whole.choices[0].finish_reason
+    assert usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_sampling_overrides_are_honoured(client):
+    messages = [{"role": "user", "content": "the quick brown fox"}]
+    seeded = [client.chat.completions.create(model="base", messages=messages, max_tokens=15, temperature=1.5,
+                                             top_p=1.0, seed=7, extra_body={"repetition_penalty": 1.0})
+              for _ in range(2)]
+    assert seeded[0].choices[0].message.content == seeded[1].choices[0].message.content
+    stopped = client.chat.completions.create(model="base", messages=messages, max_tokens=30, temperature=0)
+    text = stopped.choices[0].message.content
+    assert len(text) > 4
+    stop = text[2:4]
+    cut = client.chat.completions.create(model="base", messages=messages, max_tokens=30, temperature=0, stop=[stop])
+    assert cut.choices[0].message.content == text[: text.index(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+
+
+def test_health_answers_while_a_long_stream_runs(service, client):
+    stream = client.chat.completions.create(model="base", messages=[{"role": "user", "content": "go"}],
+                                            max_tokens=400, temperature=0.7, stream=True)
+    first = next(iter(stream))
+    assert first.choices[0].delta.role == "assistant"
+    health = httpx.get(service + "/health", timeout=5)  # the event loop is not busy generating
+    assert health.json()["status"] == "ok"
+    assert sum(1 for _ in stream) > 1

@@ -1,0 +1,26 @@
+"""`lima serve` serves what training registered in $LIMA_HOME/lima.db, and skips what vanished."""
+
+import httpx
+
+from lima.store import connect
+from lima.store.registry import register, registered
+from tests.helpers.server import running
+
+
+def test_registered_models_are_served_at_start(tiny_base, lima_home, tmp_path):
+    db = connect()
+    register(db, "lima-zero-shot", str(tiny_base), kind="trained", run_id="run-1")
+    register(db, "lima-dialogue", str(tmp_path / "deleted-since"), kind="trained", run_id="run-2")
+    assert list(registered(db)) == ["lima-zero-shot", "lima-dialogue"]
+    log = tmp_path / "serve.log"
+    with running(["serve", "--model", f"base={tiny_base}"], "/health", log) as base:
+        served = [m["id"] for m in httpx.get(base + "/v1/models").json()["data"]]
+    assert served == ["base", "lima-zero-shot"]
+    assert "skipping registered model: model 'lima-dialogue'" in log.read_text()
+
+
+def test_registering_again_replaces_the_folder(tiny_base, tmp_path):
+    db = connect()
+    register(db, "lima-dialogue", "/old", kind="trained")
+    register(db, "lima-dialogue", str(tiny_base), kind="trained")
+    assert registered(db) == {"lima-dialogue": str(tiny_base)}
