@@ -35,6 +35,12 @@ def _models_list(args) -> int:
     return 0
 
 
+def _dialogues_check(args) -> int:
+    from dialogues.check import main
+
+    return main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lima", description="LIMA Studio: chat, rate, retrain, compare.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -52,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(func=_models_prepare)
     listing = models_sub.add_parser("list", help="show the embedded model and every registered model")
     listing.set_defaults(func=_models_list)
+
+    from dialogues.check import add_arguments as check_arguments
+
+    dialogues = sub.add_parser("dialogues", help="validate and inspect the dialogue chains and openers")
+    dialogues_sub = dialogues.add_subparsers(dest="dialogues_command", required=True, metavar="ACTION")
+    check = dialogues_sub.add_parser("check", help="validate chains and openers, print counts and length statistics")
+    check_arguments(check)
+    check.set_defaults(func=_dialogues_check)
     return parser
 
 

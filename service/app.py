@@ -28,7 +28,8 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from openai.types.completion_usage import CompletionUsage
 
 from service.engines.base import Delta, Engine, EngineUnavailable, ModelLoadError, Prepared
-from service.protocol import ChatCompletionRequest, ModelRegistration, RequestError, validation_message
+from lima.validation import validation_message
+from service.protocol import ChatCompletionRequest, ModelRegistration, RequestError
 from service.sampling import SamplingParams
 
 
