@@ -4,7 +4,7 @@
 
 Everything is measured in one run, on the same prompts, greedy, exactly ``--tokens`` new tokens
 (``ignore_eos``), so the figures to read are the ratios:
-  - service decode / plain generate in the same weights (int8 as served; float32 for reference)
+  - service decode / plain generate in the same weights (int8, the CPU default; and float32)
   - service decode / llama.cpp on the original GGUF (only where llama-cpp-python is installed)
   - aggregate tokens/s with 1, 4 and 8 concurrent streams, against 1
 Peak memory is the service process's high-water mark (VmHWM).
@@ -91,11 +91,10 @@ def llama_cpp_anchor(prompts: list[str], tokenizer, n: int) -> tuple[float, floa
     return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def memory_mib(pid: int) -> dict[str, float]:
+    """VmHWM (peak) and VmRSS (now) of a process, in MiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmHWM", "VmRSS")}
 
 
 def concurrent(base: str, streams: int, n: int) -> float:
@@ -129,26 +128,33 @@ def main() -> None:
                      statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)))
         del model
 
-    with tempfile.TemporaryDirectory() as home:
-        serve_args = ["serve", "--no-registry", "--model", f"base={folder}"]
-        with running(serve_args, "/health", Path(home) / "serve.log", env={"LIMA_HOME": home}) as base:
-            timed_stream(base, prompts[0], 8)  # warm-up
-            runs = [timed_stream(base, p, args.tokens) for p in prompts]
-            rows.append(("service over HTTP (int8, streaming)", statistics.median(r[0] for r in runs),
-                         statistics.median(r[1] for r in runs)))
-            aggregate = {k: concurrent(base, k, args.tokens) for k in (1, 4, 8)}
-            peak = peak_rss_mib(httpx.get(base + "/health").json()["pid"])
+    for quantize in ("none", "int8"):
+        with tempfile.TemporaryDirectory() as home:
+            serve_args = ["serve", "--no-registry", "--quantize", quantize, "--model", f"base={folder}"]
+            with running(serve_args, "/health", Path(home) / "serve.log", env={"LIMA_HOME": home}) as base:
+                timed_stream(base, prompts[0], 8)  # warm-up
+                runs = [timed_stream(base, p, args.tokens) for p in prompts]
+                rows.append((f"service over HTTP ({'float32' if quantize == 'none' else 'int8'}, streaming)",
+                             statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)))
+                if quantize == "int8":
+                    aggregate = {k: concurrent(base, k, args.tokens) for k in (1, 4, 8)}
+                    memory = memory_mib(httpx.get(base + "/health").json()["pid"])
 
     anchor = llama_cpp_anchor(prompts, tokenizer, args.tokens)
     if anchor:
         rows.append(("llama.cpp on the GGUF (Q4_1)", *anchor))
 
-    service = rows[2][2]
+    speed = {name: tps for name, _, tps in rows}
     print(f"\n{args.tokens} greedy tokens, median of {len(prompts)} prompts, {torch.get_num_threads()} threads\n")
-    print(f"{'path':40} {'first token':>12} {'decode tok/s':>13} {'service / this':>15}")
+    print(f"{'path':40} {'first token':>12} {'decode tok/s':>13}")
     for name, ttft, tps in rows:
-        print(f"{name:40} {ttft * 1000:>9.0f} ms {tps:>13.1f} {service / tps:>15.2f}")
-    print(f"\nservice peak memory (VmHWM): {peak:.0f} MiB")
+        print(f"{name:40} {ttft * 1000:>9.0f} ms {tps:>13.1f}")
+    print("\nratios (decode tokens/s):")
+    print(f"  service / plain generate, int8:     {speed[rows[3][0]] / speed[rows[1][0]]:.2f}  (target >= 0.90)")
+    print(f"  service / plain generate, float32:  {speed[rows[2][0]] / speed[rows[0][0]]:.2f}  (target >= 0.90)")
+    if anchor:
+        print(f"  service int8 / llama.cpp:           {speed[rows[3][0]] / anchor[1]:.2f}  (target >= 0.50)")
+    print(f"\nservice (int8) memory: peak {memory['VmHWM']:.0f} MiB, after the run {memory['VmRSS']:.0f} MiB")
     print(f"\n{'concurrent streams':20} {'aggregate tok/s':>16} {'vs 1 stream':>12}")
     for k, tps in aggregate.items():
         print(f"{k:<20} {tps:>16.1f} {tps / aggregate[1]:>12.2f}")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from service.engines.batcher import Batcher, Sequence
+from service.engines.batcher import ComputeThread, Sequence
 from service.engines.transformers_engine import load_model
 from service.sampling import SamplingParams
 
@@ -17,6 +17,13 @@ GREEDY = SamplingParams(temperature=0, repetition_penalty=1.0)
 @pytest.fixture(scope="module")
 def tiny(tiny_base):
     return AutoModelForCausalLM.from_pretrained(tiny_base).eval(), AutoTokenizer.from_pretrained(tiny_base)
+
+
+@pytest.fixture
+def compute():
+    thread = ComputeThread("test")
+    yield thread
+    thread.close()
 
 
 def run(batcher, prompt_ids, params=GREEDY, max_new=20):
@@ -33,11 +40,11 @@ def run(batcher, prompt_ids, params=GREEDY, max_new=20):
     return deltas, seq
 
 
-def test_greedy_output_equals_model_generate(tiny):
+def test_greedy_output_equals_model_generate(tiny, compute):
     model, tok = tiny
     prompt = tok("the quick brown fox").input_ids
     expected = model.generate(torch.tensor([prompt]), max_new_tokens=15, do_sample=False, min_new_tokens=15)
-    batcher = Batcher(model, tok, eos_ids=set(), name="t")
+    batcher = compute.serve(model, tok, eos_ids=set(), name="t")
     try:
         deltas, seq = run(batcher, prompt, max_new=15)
     finally:
@@ -46,11 +53,11 @@ def test_greedy_output_equals_model_generate(tiny):
     assert deltas[-1].finish_reason == "length" and deltas[-1].completion_tokens == 15
 
 
-def test_end_of_turn_token_stops_and_is_not_shown(tiny):
+def test_end_of_turn_token_stops_and_is_not_shown(tiny, compute):
     model, tok = tiny
     prompt = tok("hello").input_ids
     first = int(model.generate(torch.tensor([prompt]), max_new_tokens=1, do_sample=False)[0, -1])
-    batcher = Batcher(model, tok, eos_ids={first}, name="t")
+    batcher = compute.serve(model, tok, eos_ids={first}, name="t")
     try:
         deltas, seq = run(batcher, prompt)
     finally:
@@ -61,9 +68,9 @@ def test_end_of_turn_token_stops_and_is_not_shown(tiny):
     assert deltas[-1].completion_tokens == 1  # the end-of-turn token counts as generated
 
 
-def test_cancelled_sequence_leaves_the_batch(tiny):
+def test_cancelled_sequence_leaves_the_batch(tiny, compute):
     model, tok = tiny
-    batcher = Batcher(model, tok, eos_ids=set(), name="t")
+    batcher = compute.serve(model, tok, eos_ids=set(), name="t")
     try:
         started = threading.Event()
         seq = Sequence(tok("go").input_ids, GREEDY, 100_000, lambda d: started.set())
@@ -81,10 +88,10 @@ def test_cancelled_sequence_leaves_the_batch(tiny):
         batcher.stop()
 
 
-def test_int8_quantized_model_generates(tiny_base):
-    model, tok = load_model("base", str(tiny_base), "cpu", torch.float32, "int8")
+def test_int8_quantized_model_generates(tiny_base, compute):
+    model, tok = compute.call(load_model, "base", str(tiny_base), "cpu", torch.float32, "int8").result()
     assert model.model.layers[0].mlp.down_proj.weight().dtype == torch.qint8
-    batcher = Batcher(model, tok, eos_ids=set(), name="q")
+    batcher = compute.serve(model, tok, eos_ids=set(), name="q")
     try:
         deltas, seq = run(batcher, tok("hello").input_ids, params=SamplingParams(), max_new=8)
     finally:
@@ -92,9 +99,9 @@ def test_int8_quantized_model_generates(tiny_base):
     assert len(seq.output_ids) == 8
 
 
-def test_unloading_fails_waiting_requests_with_a_reason(tiny):
+def test_unloading_fails_waiting_requests_with_a_reason(tiny, compute):
     model, tok = tiny
-    batcher = Batcher(model, tok, eos_ids=set(), name="t")
+    batcher = compute.serve(model, tok, eos_ids=set(), name="t")
     got = []
     seq = Sequence(tok("go").input_ids, GREEDY, 100_000, got.append)
     batcher.submit(seq)
@@ -102,3 +109,17 @@ def test_unloading_fails_waiting_requests_with_a_reason(tiny):
     assert got[-1].finish_reason == "error" and "unloaded" in got[-1].text
     with pytest.raises(RuntimeError, match="unloaded"):
         batcher.submit(seq)
+
+
+def test_two_models_share_the_compute_thread(tiny, tiny_base, compute):
+    model, tok = tiny
+    other = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
+    first, second = compute.serve(model, tok, set(), name="a"), compute.serve(other, tok, set(), name="b")
+    results = {}
+    threads = [threading.Thread(target=lambda b=b, k=k: results.__setitem__(k, run(b, tok("hello").input_ids)))
+               for k, b in (("a", first), ("b", second))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert results["a"][1].output_ids == results["b"][1].output_ids  # same weights, same greedy answer
+    first.stop(drain=True)
+    assert compute.batchers == [second]

@@ -18,7 +18,7 @@ import torch
 
 from lima import chat_format
 from service.engines.base import Delta, Engine, EngineUnavailable, ModelInfo, ModelLoadError, Prepared
-from service.engines.batcher import Batcher, Sequence
+from service.engines.batcher import Batcher, ComputeThread, Sequence
 from service.model_source import check_folder
 from service.protocol import PAPER_SAMPLING, RequestError
 from service.sampling import SamplingParams
@@ -95,6 +95,7 @@ class TransformersEngine(Engine):
         if self.quantize == "int8" and self.device != "cpu":
             raise ValueError("int8 dynamic quantization runs on the CPU only; use --quantize none on a GPU")
         self.max_batch = max_batch
+        self.compute = ComputeThread("transformers-engine")
         self._models: dict[str, LoadedModel] = {}
         self._sleeping = False
         self._lock = asyncio.Lock()
@@ -106,9 +107,11 @@ class TransformersEngine(Engine):
 
     async def add_model(self, name: str, source: str) -> ModelInfo:
         async with self._lock:  # one load at a time: loads are memory-hungry
-            model, tokenizer = await asyncio.to_thread(load_model, name, source, self.device, self.dtype, self.quantize)
+            model, tokenizer = await asyncio.wrap_future(
+                self.compute.call(load_model, name, source, self.device, self.dtype, self.quantize))
             ctx = context_length(model, tokenizer)
-            batcher = Batcher(model, tokenizer, stop_token_ids(model, tokenizer), self.max_batch, name)
+            batcher = await asyncio.to_thread(self.compute.serve, model, tokenizer, stop_token_ids(model, tokenizer),
+                                              self.max_batch, name)
             info = ModelInfo(name=name, source=source, engine=self.kind, context_length=ctx)
             old = self._models.get(name)
             self._models[name] = LoadedModel(info, model, tokenizer, batcher, ctx)
@@ -176,16 +179,15 @@ class TransformersEngine(Engine):
         self._sleeping = True
         if self.device.startswith("cuda"):
             for loaded in self._models.values():
-                await asyncio.to_thread(loaded.model.to, "cpu")
+                await asyncio.wrap_future(self.compute.call(loaded.model.to, "cpu"))
             torch.cuda.empty_cache()
 
     async def wake(self) -> None:
         if self.device.startswith("cuda"):
             for loaded in self._models.values():
-                await asyncio.to_thread(loaded.model.to, self.device)
+                await asyncio.wrap_future(self.compute.call(loaded.model.to, self.device))
         self._sleeping = False
 
     async def close(self) -> None:
-        for loaded in self._models.values():
-            await asyncio.to_thread(loaded.batcher.stop, False, 10)
+        await asyncio.to_thread(self.compute.close)
         self._models.clear()
