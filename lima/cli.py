@@ -41,6 +41,35 @@ def _dialogues_check(args) -> int:
     return main(args)
 
 
+def _train(args) -> int:
+    from training.train import main
+
+    return main(args)
+
+
+def _runs_list(args) -> int:
+    from lima.store import connect
+    from training import runs
+
+    for row in runs.history(connect(), args.limit):
+        progress = f"step {row['step'] or 0}/{row['max_steps'] or '?'}"
+        loss = f"loss {row['loss']:.3f}" if row["loss"] is not None else ""
+        print(f"{row['id']}\t{row['status']}\t{row['variant']}\t{row['preset']}\t{progress}\t{loss}\t"
+              f"{row['error'] or row['model_path'] or ''}")
+    return 0
+
+
+def _runs_cancel(args) -> int:
+    from lima.store import connect
+    from training import runs
+
+    if not runs.request_cancel(connect(), args.run_id):
+        print(f"lima runs cancel: run {args.run_id} is not running", file=sys.stderr)
+        return 1
+    print(f"asked run {args.run_id} to stop at its next step")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lima", description="LIMA Studio: chat, rate, retrain, compare.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -66,6 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     check = dialogues_sub.add_parser("check", help="validate chains and openers, print counts and length statistics")
     check_arguments(check)
     check.set_defaults(func=_dialogues_check)
+
+    from training.train import add_arguments as train_arguments
+
+    train = sub.add_parser("train", help="train the zero-shot or dialogue variant with the LIMA recipe (TRL)")
+    train_arguments(train)
+    train.set_defaults(func=_train)
+
+    runs = sub.add_parser("runs", help="list or cancel training runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    runs_list = runs_sub.add_parser("list", help="show recent runs with status, progress and result")
+    runs_list.add_argument("--limit", type=int, default=20)
+    runs_list.set_defaults(func=_runs_list)
+    cancel = runs_sub.add_parser("cancel", help="ask a running training run to stop at its next step")
+    cancel.add_argument("run_id")
+    cancel.set_defaults(func=_runs_cancel)
     return parser
 
 

@@ -16,12 +16,7 @@ import logging
 import os
 import sys
 
-import uvicorn
-
-from lima.store import connect
-from lima.store.registry import registered
 from service import embedded_model
-from service.app import create_app
 from service.engines.base import Engine, ModelLoadError
 from service.model_source import parse_spec
 
@@ -58,6 +53,9 @@ def build_engine(args) -> Engine:
 
 def models_to_serve(args) -> tuple[dict[str, str], dict[str, str]]:
     """(named on the command line, from the registry), the first overriding the second."""
+    from lima.store import connect
+    from lima.store.registry import registered
+
     named = dict(parse_spec(spec) for spec in args.model)
     if "base" not in named:
         named = {"base": str(embedded_model.prepare()), **named}
@@ -67,6 +65,10 @@ def models_to_serve(args) -> tuple[dict[str, str], dict[str, str]]:
 
 
 async def serve(args) -> None:
+    import uvicorn
+
+    from service.app import create_app
+
     named, from_registry = models_to_serve(args)
     engine = build_engine(args)
     for name, source in named.items():

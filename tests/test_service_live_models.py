@@ -50,3 +50,12 @@ def test_bad_model_name_is_refused(service, tiny_base):
     r = httpx.post(service + "/admin/models", json={"name": "has space", "path": str(tiny_base)}, timeout=30)
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "name"
+
+
+def test_corrupt_weights_are_refused_with_the_cause(service, tiny_base, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_base, broken)
+    (broken / "model.safetensors").write_bytes(b"garbage")
+    r = httpx.post(service + "/admin/models", json={"name": "broken", "path": str(broken)}, timeout=60)
+    assert r.status_code == 400
+    assert "cannot load" in r.json()["error"]["message"] and "broken" not in names(service)

@@ -32,7 +32,8 @@ import torch
 
 from service.engines import kv_cache
 from service.engines.base import Delta
-from service.sampling import BatchSampler, SamplingParams
+from service.engines.sampler import BatchSampler
+from service.sampling import SamplingParams
 
 log = logging.getLogger("lima.batcher")
 

@@ -71,8 +71,8 @@ def load_model(name: str, source: str, device: str, dtype: torch.dtype, quantize
         else:
             model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(src)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"model '{name}': cannot load {source}: {exc}") from exc
+    except Exception as exc:  # missing files, corrupt weights, unknown architecture: all the same to the user
+        raise ModelLoadError(f"model '{name}': cannot load {source}: {type(exc).__name__}: {exc}") from exc
     if tokenizer.chat_template is None:
         tokenizer.chat_template = chat_format.chat_template(eot=tokenizer.eos_token or "")
     model.eval().to(device)

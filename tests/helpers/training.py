@@ -1,0 +1,37 @@
+"""Helpers for training tests: a synthetic LIMA-format file and a tiny recipe, in seconds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+QUESTIONS = ["how do i boil an egg?", "explain why the fox jumps", "what is a list of steps?",
+             "please explain python code", "thanks, what then?", "how do i check the result?"]
+
+
+def write_lima(path: Path, singles: int = 6, multi: int = 2) -> Path:
+    """LIMA's JSONL shape with made-up text (the real data never enters the repository)."""
+    rows = []
+    for i in range(singles):
+        q = QUESTIONS[i % len(QUESTIONS)]
+        rows.append({"conversations": [q, f"first, the quick brown fox. then check the result {i}."],
+                     "source": "stackexchange" if i % 2 else "wikihow"})
+    for i in range(multi):
+        rows.append({"conversations": ["hello, how do i boil an egg?", "put it in boiling water for nine minutes.",
+                                       "thanks, and then?", "then check the result again."], "source": "multi_turn"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# Small numbers so a run takes seconds on the tiny model; every other value comes from cpu-demo.
+TINY = ["data.lima_examples=6", "data.max_length=128", "train.batch_size=2", "train.small_model_batch_size=2",
+        "train.epochs=2", "checkpoints.epochs=[1, 2]", "checkpoints.dev_prompts=2",
+        "checkpoints.dev_max_new_tokens=8", "train.mixed_precision=fp32"]
+
+
+def train_args(base: Path, lima: Path, variant: str = "dialogue", chains: str = "project", extra=(), **kw):
+    return argparse.Namespace(variant=variant, preset="cpu-demo", lima=str(lima), chains=chains, base=str(base),
+                              max_steps=kw.get("max_steps"), lora=kw.get("lora"), set=[*TINY, *extra],
+                              service_url=kw.get("service_url"), judge_url=kw.get("judge_url"),
+                              judge_model=kw.get("judge_model"))

@@ -1,0 +1,126 @@
+"""Training runs as records in the state database: what went in, progress, how it ended.
+
+Status moves running -> done | failed | cancelled. Only one run may be running at a time: a
+second start is refused while the first's process is alive; a run whose process died without
+saying so (killed, machine rebooted) is marked failed when the next one checks.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from datetime import datetime, timezone
+
+from sqlite_utils import Database
+
+from lima import home
+from lima.store import utcnow
+
+STATUSES = ("running", "done", "failed", "cancelled")
+
+
+class RunRefused(RuntimeError):
+    """A run cannot start now (another is running); the message says which."""
+
+
+def new_id(variant: str) -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{variant}-{os.urandom(2).hex()}"
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (finished but not yet reaped by its parent) is not a running training.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def running(db: Database) -> dict | None:
+    """The run in progress, after marking runs whose process has vanished as failed."""
+    for row in db["runs"].rows_where("status = 'running'", order_by="started"):
+        if pid_alive(row["pid"]):
+            return row
+        finish(db, row["id"], "failed", error="the training process ended without reporting (killed or crashed)")
+    return None
+
+
+def start(db: Database, run_id: str, **fields) -> None:
+    """Record a new running run, refusing if another one is running."""
+    # The file lock makes check-then-insert atomic across processes (two clicks, two terminals).
+    with open(home.runs_dir() / ".start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = running(db)
+        if current is not None:
+            raise RunRefused(f"a retrain is already running: run {current['id']} ({current['variant']}, "
+                             f"pid {current['pid']}); wait for it or cancel it first")
+        now = utcnow()
+        db["runs"].insert({"id": run_id, "status": "running", "started": now, "updated": now, "pid": os.getpid(),
+                           "cancel_requested": 0, **_encode(fields)})
+
+
+def update(db: Database, run_id: str, **fields) -> None:
+    db["runs"].update(run_id, {**_encode(fields), "updated": utcnow()})
+
+
+def progress(db: Database, run_id: str, step: int, max_steps: int, epoch: float, loss: float | None,
+             learning_rate: float | None, grad_norm: float | None, eta_seconds: float | None) -> None:
+    now = utcnow()
+    with db.atomic():
+        db["run_progress"].insert({"run_id": run_id, "step": step, "max_steps": max_steps, "epoch": epoch,
+                                   "loss": loss, "learning_rate": learning_rate, "grad_norm": grad_norm,
+                                   "eta_seconds": eta_seconds, "time": now})
+        latest = {"step": step, "max_steps": max_steps, "epoch": epoch, "eta_seconds": eta_seconds, "updated": now}
+        if loss is not None:
+            latest.update(loss=loss, learning_rate=learning_rate)
+        db["runs"].update(run_id, latest)
+
+
+def finish(db: Database, run_id: str, status: str, error: str | None = None, **fields) -> None:
+    assert status in STATUSES[1:], status
+    db["runs"].update(run_id, {"status": status, "error": error, "ended": utcnow(), "updated": utcnow(),
+                               **_encode(fields)})
+
+
+def request_cancel(db: Database, run_id: str) -> bool:
+    """Ask a running run to stop at its next step; False if it is not running."""
+    row = db["runs"].get(run_id)
+    if row["status"] != "running":
+        return False
+    db["runs"].update(run_id, {"cancel_requested": 1, "updated": utcnow()})
+    return True
+
+
+def cancel_requested(db: Database, run_id: str) -> bool:
+    row = db.execute("select cancel_requested from runs where id = ?", [run_id]).fetchone()
+    return bool(row and row[0])
+
+
+def get(db: Database, run_id: str) -> dict:
+    row = db["runs"].get(run_id)
+    for key in ("config", "dataset_counts"):
+        if row.get(key):
+            row[key] = json.loads(row[key])
+    return row
+
+
+def history(db: Database, limit: int = 50) -> list[dict]:
+    return list(db["runs"].rows_where(order_by="started desc", limit=limit))
+
+
+def losses(db: Database, run_id: str) -> list[dict]:
+    return list(db["run_progress"].rows_where("run_id = ? and loss is not null", [run_id], order_by="step",
+                                              select="step, epoch, loss, learning_rate"))
+
+
+def _encode(fields: dict) -> dict:
+    return {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in fields.items()}

@@ -1,0 +1,332 @@
+"""Train a LIMA variant with TRL's SFTTrainer, one command per variant.
+
+    lima train --variant dialogue --preset cpu-demo                       # CPU, about 15 minutes
+    lima train --variant zero-shot --preset lima-paper --base Qwen/Qwen2.5-7B --lima GAIR/lima
+    accelerate launch --config_file training/accelerate/fsdp.yaml -m training.train \\
+        --variant dialogue --preset lima-paper                            # several GPUs or nodes
+
+Steps, top to bottom:
+  1. the recipe: the preset's YAML, then flags (--base, --max-steps, --lora, --set KEY=VALUE)
+  2. the data: LIMA + chains -> the training set, recorded with its sha256 and counts
+  3. the run record (refused while another run is running)
+  4. the model: base + EOT token + shared chat template + residual dropout (+ LoRA)
+  5. a disk-space check for the checkpoints, then training, with progress in the database
+  6. checkpoint selection on the development prompts (judge when configured)
+  7. the chosen model saved under $LIMA_HOME/models, registered, and handed to the service
+A failure or a cancel is recorded with its reason and registers nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from dialogues import lima_data, training_sets
+from dialogues.jsonl import DataError
+from lima import home
+from lima.store import connect
+from lima.store.registry import register
+from service.engines.base import ModelLoadError
+from service.model_source import check_folder
+from training import chat_setup, recipe as recipes, runs
+
+# torch, transformers, TRL and the judge's client are imported where used: `lima --help` and a
+# refused run should not wait seconds for them.
+
+log = logging.getLogger("lima.train")
+
+MODEL_NAMES = {"zero-shot": "lima-zero-shot", "dialogue": "lima-dialogue"}
+# Files of a Trainer checkpoint that a served model does not need.
+TRAINER_STATE = ("trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state")
+
+
+class TrainingError(RuntimeError):
+    """A run cannot go on; the message is what the person sees."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", required=True, choices=training_sets.VARIANTS)
+    parser.add_argument("--preset", default="cpu-demo", help=f"one of {', '.join(recipes.presets())}, or a YAML file")
+    parser.add_argument("--lima", help="LIMA JSONL file or hub id (default: $LIMA_DATASET, else GAIR/lima)")
+    parser.add_argument("--chains", default="project", help="dialogue chains: project, lima, or a chains JSONL file")
+    parser.add_argument("--base", help="base model folder or hub id ('embedded' = SmolLM2-135M-Instruct)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    parser.add_argument("--lora", action="store_true", default=None, help="train LoRA adapters, merged at the end")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    parser.add_argument("--service-url", default=os.environ.get("LIMA_SERVICE_URL"),
+                        help="a running `lima serve` to load the new model into (default: $LIMA_SERVICE_URL)")
+    parser.add_argument("--judge-url", default=os.environ.get("LIMA_JUDGE_URL"), help="OpenAI-compatible judge")
+    parser.add_argument("--judge-model", default=os.environ.get("LIMA_JUDGE_MODEL"))
+
+
+# -- 2. data ---------------------------------------------------------------------------------------
+
+def build_dataset(recipe: recipes.Recipe, variant: str, lima: str | None, chains: str) -> training_sets.TrainingSet:
+    """The variant's training set; a preset may take a seeded sample of LIMA's single-turn rows."""
+    data = lima_data.load(lima)
+    n = recipe.data.lima_examples
+    if n is not None and n < len(data.single):
+        keep = sorted(random.Random(recipe.data.seed).sample(range(len(data.single)), n))
+        data = lima_data.LimaData(data.origin, [data.single[i] for i in keep], data.multi)
+    return training_sets.build(variant, data, chains)
+
+
+# -- 4. model ----------------------------------------------------------------------------------------
+
+def resolve_base(base: str) -> str:
+    if base == "embedded":
+        from service import embedded_model
+
+        return str(embedded_model.prepare())
+    path = check_folder("base", base)
+    return str(path) if path else base
+
+
+def bf16_ok(device: str) -> bool:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def load_base(base: str, device: str, recipe: recipes.Recipe):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # Big models on a GPU train in bf16 weights; on a CPU float32 weights with bf16 autocast.
+    dtype = torch.bfloat16 if device == "cuda" and recipe.train.mixed_precision == "bf16" else torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(base)
+    except Exception as exc:  # missing files, corrupt weights, unknown architecture: all the same to the user
+        raise TrainingError(f"base model {base} could not be loaded: {type(exc).__name__}: {exc}") from exc
+    return model, tokenizer
+
+
+def lora_config(recipe: recipes.Recipe, eot_id: int):
+    from peft import LoraConfig
+
+    # The new EOT row of the embeddings must learn too: train just that row, not the whole matrix.
+    return LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
+                      target_modules="all-linear", trainable_token_indices=[eot_id], task_type="CAUSAL_LM")
+
+
+# -- 5. disk ------------------------------------------------------------------------------------------
+
+def check_disk(parameters: int, bytes_per_param: int, copies: int, *folders: Path) -> None:
+    need = int(parameters * bytes_per_param * copies * 1.1)
+    for folder in folders:
+        free = shutil.disk_usage(folder).free
+        if free < need:
+            raise TrainingError(f"not enough disk space for checkpoints under {folder}: need about "
+                                f"{need / 2**30:.1f} GiB for {copies} copies of the model, {free / 2**30:.1f} GiB free")
+
+
+# -- 7. save and register -------------------------------------------------------------------------
+
+def publish(source: Path | None, model, tokenizer, dest: Path, provenance: dict) -> Path:
+    """Write the served model folder atomically: complete under its final name, or not at all."""
+    partial = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        if source is not None:
+            shutil.copytree(source, partial, ignore=shutil.ignore_patterns(*[f"{p}*" for p in TRAINER_STATE]))
+        else:
+            model.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
+        (partial / "lima_run.json").write_text(json.dumps(provenance, indent=2))
+        os.replace(partial, dest)
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise TrainingError(f"could not write the model to {dest}: {exc.strerror or exc}") from exc
+    return dest
+
+
+def notify_service(url: str, name: str, path: Path) -> str:
+    import httpx
+
+    try:
+        response = httpx.post(url.rstrip("/") + "/admin/models", json={"name": name, "path": str(path)}, timeout=900)
+    except httpx.HTTPError as exc:
+        return f"registered; the service at {url} could not be reached ({exc}), it will serve the model at its next start"
+    if response.status_code != 200:
+        return f"registered; the service at {url} refused it: {response.text[:300]}"
+    return f"now served as '{name}' by {url}"
+
+
+# -- the run -------------------------------------------------------------------------------------------
+
+def shared_run_id(variant: str) -> tuple[str, bool]:
+    """(run id, is this the main process): under `accelerate launch` every rank must write to the
+    same run folder, and only rank 0 writes the database."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    box = [runs.new_id(variant) if state.is_main_process else None]
+    if state.num_processes > 1:
+        import torch.distributed
+
+        torch.distributed.broadcast_object_list(box, src=0)
+    return box[0], state.is_main_process
+
+
+def run(args) -> str:
+    recipe = recipes.load(args.preset, args.set, base=args.base, train__max_steps=args.max_steps,
+                          lora__enabled=args.lora)
+    base = resolve_base(recipe.base)
+    dataset = build_dataset(recipe, args.variant, args.lima, args.chains)
+    from training.progress import DatabaseProgress
+
+    run_id, is_main = shared_run_id(args.variant)
+    run_dir = home.runs_dir() / run_id
+    db = connect()
+    if not is_main:  # workers train; rank 0 keeps the record
+        return _train(args, recipe, dataset, base, db, run_id, run_dir, DatabaseProgress(db, run_id, writes=False))
+    runs.start(db, run_id, variant=args.variant, preset=recipe.name, base=base, chains=dataset.chains,
+               config=recipe.model_dump(), dataset_sha256=dataset.sha256, dataset_counts=dataset.counts,
+               examples=len(dataset.examples), output_dir=str(run_dir))
+    progress = DatabaseProgress(db, run_id)
+    # SIGTERM (the UI's hard stop, `kill`) becomes a cancel at the next step instead of a crash.
+    signal.signal(signal.SIGTERM, lambda *_: runs.request_cancel(db, run_id))
+    try:
+        summary = _train(args, recipe, dataset, base, db, run_id, run_dir, progress)
+    except KeyboardInterrupt:
+        runs.finish(db, run_id, "cancelled", error="interrupted (Ctrl-C)")
+        raise
+    except BaseException as exc:
+        runs.finish(db, run_id, "failed", error=str(exc) or type(exc).__name__)
+        raise
+    return summary
+
+
+def make_trainer(recipe, dataset, model, tokenizer, run_dir: Path, parameters: int, eot_id: int, callbacks):
+    """TRL's SFTTrainer configured from the recipe: every number comes from the preset."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    device = "cuda" if next(model.parameters()).is_cuda else "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    micro = recipe.train.micro_batch_size
+    accumulation = max(1, recipe.batch_size(parameters) // (micro * world))
+    mixed = recipe.train.mixed_precision
+    config = SFTConfig(
+        output_dir=str(run_dir), num_train_epochs=recipe.train.epochs, max_steps=recipe.train.max_steps or -1,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation,
+        learning_rate=recipe.train.learning_rate, lr_scheduler_type="polynomial",
+        lr_scheduler_kwargs={"lr_end": recipe.train.final_learning_rate, "power": 1.0},
+        warmup_steps=recipe.train.warmup_steps, adam_beta1=recipe.train.adam_beta1,
+        adam_beta2=recipe.train.adam_beta2, weight_decay=recipe.train.weight_decay,
+        max_length=recipe.data.max_length, packing=False, assistant_only_loss=True, eos_token=recipe.eot_token,
+        bf16=mixed == "bf16" and bf16_ok(device), fp16=mixed == "fp16" and device == "cuda",
+        use_cpu=device == "cpu", activation_checkpointing=recipe.train.activation_checkpointing,
+        logging_steps=1, save_strategy="epoch", save_only_model=True, report_to="none",
+        seed=recipe.data.seed, data_seed=recipe.data.seed, dataloader_drop_last=False)
+    trainer = SFTTrainer(
+        model=model, args=config, processing_class=tokenizer,
+        train_dataset=Dataset.from_list([{"messages": e.as_openai()} for e in dataset.examples]),
+        peft_config=lora_config(recipe, eot_id) if recipe.lora.enabled else None,
+        callbacks=callbacks)
+    return trainer
+
+
+def _train(args, recipe, dataset, base, db, run_id, run_dir, progress) -> str:
+    import torch
+
+    from evaluation.judge import Judge, JudgeUnavailable
+    from training import residual_dropout, selection
+    from training.progress import CheckpointWindow
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = load_base(base, device, recipe)
+    parameters = sum(p.numel() for p in model.parameters())
+    eot_id = chat_setup.setup(model, tokenizer, recipe.eot_token)
+    residual_dropout.attach(model, recipe.dropout_top(parameters))
+
+    first, last = recipe.checkpoints.epochs
+    window = CheckpointWindow(first, last, progress)
+    bytes_per_param = 2 if next(model.parameters()).dtype == torch.bfloat16 else 4
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_disk(parameters, bytes_per_param, (last - first + 2) if not recipe.lora.enabled else 1,
+               run_dir, home.models_dir())
+
+    trainer = make_trainer(recipe, dataset, model, tokenizer, run_dir, parameters, eot_id, [progress, window])
+    used = len(trainer.train_dataset)
+    if used == 0:
+        raise TrainingError(f"no example has assistant tokens within {recipe.data.max_length} tokens")
+    if progress.writes:
+        runs.update(db, run_id, examples=used)
+    try:
+        trainer.train()
+    except OSError as exc:
+        raise TrainingError(f"training stopped: {exc.strerror or exc} (is the disk full?)") from exc
+    if progress.cancelled:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        runs.finish(db, run_id, "cancelled", error="cancelled at step "
+                    f"{trainer.state.global_step} of {trainer.state.max_steps}; nothing was registered")
+        return f"run {run_id} cancelled"
+
+    # 6. which weights to serve
+    is_main = trainer.is_world_process_zero()
+    final_model = trainer.model.merge_and_unload() if recipe.lora.enabled else trainer.model
+    judge = Judge(args.judge_url, args.judge_model) if args.judge_url and args.judge_model else Judge.from_env()
+    candidates = [selection.Candidate(epoch, run_dir / f"checkpoint-{step}") for epoch, step in
+                  sorted(window.saved.items())] if not recipe.lora.enabled else []
+    chosen, how = None, "final weights (no checkpoint in the epoch window)"
+    if candidates and is_main:
+        def load(path):
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            return (AutoModelForCausalLM.from_pretrained(path, dtype=next(final_model.parameters()).dtype)
+                    .to(final_model.device).eval(), AutoTokenizer.from_pretrained(path))
+
+        try:
+            chosen, how = selection.select(db, run_id, candidates, load, recipe.checkpoints.dev_prompts,
+                                           recipe.checkpoints.dev_max_new_tokens, judge)
+        except JudgeUnavailable as exc:
+            raise TrainingError(str(exc)) from exc
+    if not is_main:
+        return f"run {run_id}: worker done"
+
+    # 7. publish, register, serve
+    name = MODEL_NAMES[args.variant]
+    dest = home.models_dir() / f"{args.variant}-{run_id}"
+    provenance = {"run_id": run_id, "variant": args.variant, "preset": recipe.name, "base": base,
+                  "dataset_sha256": dataset.sha256, "dataset_counts": dataset.counts, "examples_trained": used,
+                  "recipe": recipe.model_dump(), "checkpoint": chosen.path.name if chosen else "final",
+                  "selection": how}
+    publish(chosen.path if chosen else None, final_model, tokenizer, dest, provenance)
+    register(db, name, str(dest), kind="trained", run_id=run_id)
+    served = notify_service(args.service_url, name, dest) if args.service_url else \
+        "registered; `lima serve` will serve it at its next start"
+    for checkpoint in run_dir.glob("checkpoint-*"):  # the chosen one was copied; free the disk
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    runs.finish(db, run_id, "done", model_name=name, model_path=str(dest),
+                selected_checkpoint=chosen.path.name if chosen else "final", selection=how)
+    return f"run {run_id} done: {name} -> {dest} ({how}); {served}"
+
+
+def main(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        print(run(args))
+    except (DataError, ValueError, TrainingError, ModelLoadError, runs.RunRefused) as exc:
+        print(f"lima train: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lima train: interrupted; the run is recorded as cancelled", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))
