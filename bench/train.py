@@ -99,7 +99,7 @@ def main() -> None:
         ("TRL defaults + packing", dict(per_device_train_batch_size=8, bf16=bf16, packing=True),
          args.examples // 8 + 1),
     ]
-    results = [measure(name, model, tokenizer, examples, kwargs, steps) for name, kwargs, steps in setups]
+    results = [measure(name, model, tokenizer, examples, {**common, **kwargs}, steps) for name, kwargs, steps in setups]
     baseline = results[0][1]
     print(f"\ncpu-demo dialogue examples, max length {recipe.data.max_length}, bf16 autocast {bf16}, "
           f"{os.cpu_count()} cores\n")
