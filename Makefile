@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 up: install
-	$(BIN)/lima serve
+	$(BIN)/lima up
 
 # Debian's chromium drives the browser tests; Playwright's own browser download cannot work here.
 browser:

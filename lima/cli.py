@@ -41,6 +41,12 @@ def _dialogues_check(args) -> int:
     return main(args)
 
 
+def _up(args) -> int:
+    from ui.launch import main
+
+    return main(args)
+
+
 def _train(args) -> int:
     from training.train import main
 
@@ -79,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the OpenAI-compatible chat service")
     serve_arguments(serve)
     serve.set_defaults(func=_serve)
+
+    from ui.launch import add_arguments as up_arguments
+
+    up = sub.add_parser("up", help="start the chat service and the workbench UI, print the URL")
+    up_arguments(up)
+    up.set_defaults(func=_up)
 
     models = sub.add_parser("models", help="prepare and list models")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")

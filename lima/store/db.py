@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,6 +25,19 @@ _migrate_lock = threading.Lock()
 def utcnow() -> str:
     """ISO-8601 UTC timestamp with milliseconds, the only time format in the database."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@contextmanager
+def write_lock(db: Database):
+    """A transaction that takes the write lock first (BEGIN IMMEDIATE), so a check-then-write sees
+    the latest rows even when another thread or process writes at the same moment."""
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
 
 
 def connect(path: str | Path | None = None) -> Database:

@@ -42,3 +42,31 @@ def m002_training_runs(db: Database) -> None:
         "output": str, "judge_score": float, "judge_raw": str, "human_rating": str, "created": str,
     }, pk="id", foreign_keys=[("run_id", "runs", "id")], not_null={"run_id", "checkpoint", "prompt_id", "output"})
 
+
+@migrations()
+def m003_chat_log(db: Database) -> None:
+    # Conversations and every turn, written as they happen; an assistant turn is saved while it
+    # streams (status 'streaming') so a killed process still leaves what was shown.
+    db["conversations"].create({
+        "id": str, "created": str, "updated": str, "model": str, "opener_id": str, "rater": str, "title": str,
+        "source": str, "replay_of": str,
+    }, pk="id", not_null={"created", "model", "source"})
+    db["turns"].create({
+        "id": int, "conversation_id": str, "position": int, "role": str, "content": str, "model": str,
+        "params": str, "prompt_tokens": int, "completion_tokens": int, "first_token_ms": float,
+        "latency_ms": float, "finish_reason": str, "status": str, "created": str, "updated": str,
+    }, pk="id", foreign_keys=[("conversation_id", "conversations", "id")],
+        not_null={"conversation_id", "position", "role", "content", "status", "created"})
+    db["turns"].create_index(["conversation_id", "position"], unique=True)
+    # Every click is a row: the latest per turn is the rating, the earlier ones are its history.
+    db["ratings"].create({"id": int, "turn_id": int, "label": str, "rater": str, "created": str},
+                         pk="id", foreign_keys=[("turn_id", "turns", "id")], not_null={"turn_id", "created"})
+    db["ratings"].create_index(["turn_id", "id"])
+    # What a rater says an assistant turn should have been; the original stays in `turns`.
+    db["rewrites"].create({"id": int, "turn_id": int, "content": str, "rater": str, "created": str},
+                          pk="id", foreign_keys=[("turn_id", "turns", "id")],
+                          not_null={"turn_id", "content", "created"})
+    db.create_view("current_ratings", """
+        select r.turn_id, r.label, r.rater, r.created from ratings r
+        where r.id = (select max(id) from ratings where turn_id = r.turn_id)""")
+

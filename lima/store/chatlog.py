@@ -1,0 +1,149 @@
+"""The chat log: conversations, turns, ratings (with their history) and rewrites.
+
+Every function takes a connection from ``lima.store.connect()``, so callers on any thread or in
+any process can write; a rating is one row per click, the latest one counts.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from sqlite_utils import Database
+
+from lima.store.db import utcnow, write_lock
+
+LABELS = ("Fail", "Pass", "Excellent")
+# The paper's definitions (section 4.3), shown beside the rating buttons.
+DEFINITIONS = {
+    "Fail": "the response did not meet the requirements of the prompt",
+    "Pass": "the response met the requirements of the prompt",
+    "Excellent": "the model provided an excellent response to the prompt",
+}
+
+
+class LogError(ValueError):
+    """A write the log refuses (unknown turn, bad label); the message says which."""
+
+
+def new_conversation(db: Database, model: str, rater: str | None = None, opener_id: str | None = None,
+                     source: str = "chat", replay_of: str | None = None, title: str | None = None) -> str:
+    conversation_id = uuid.uuid4().hex[:16]
+    now = utcnow()
+    db["conversations"].insert({"id": conversation_id, "created": now, "updated": now, "model": model,
+                                "opener_id": opener_id, "rater": rater, "title": (title or "")[:120],
+                                "source": source, "replay_of": replay_of})
+    return conversation_id
+
+
+def add_turn(db: Database, conversation_id: str, role: str, content: str, model: str | None = None,
+             params: dict | None = None, status: str = "complete", **metrics) -> int:
+    """Append a turn at the next position (one statement, so concurrent writers never collide)."""
+    if role not in ("user", "assistant"):
+        raise LogError(f"role must be 'user' or 'assistant', got {role!r}")
+    if db["conversations"].count_where("id = ?", [conversation_id]) == 0:
+        raise LogError(f"there is no conversation {conversation_id!r}")
+    now = utcnow()
+    columns = {"conversation_id": conversation_id, "role": role, "content": content, "model": model,
+               "params": json.dumps(params) if params else None, "status": status, "created": now, "updated": now,
+               **metrics}
+    names = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    with write_lock(db):
+        cursor = db.conn.execute(
+            f"insert into turns ({names}, position) select {marks}, "
+            "coalesce(max(position) + 1, 0) from turns where conversation_id = ?",
+            [*columns.values(), conversation_id])
+        db.conn.execute("update conversations set updated = ? where id = ?", [now, conversation_id])
+    return cursor.lastrowid
+
+
+def update_turn(db: Database, turn_id: int, **fields) -> None:
+    db["turns"].update(turn_id, {**fields, "updated": utcnow()})
+
+
+def _assistant_turn(db: Database, turn_id) -> dict:
+    if not isinstance(turn_id, int):
+        raise LogError(f"turn id must be an integer, got {turn_id!r}")
+    rows = list(db["turns"].rows_where("id = ?", [turn_id]))
+    if not rows:
+        raise LogError(f"there is no turn {turn_id}")
+    if rows[0]["role"] != "assistant":
+        raise LogError(f"turn {turn_id} is a user turn; only assistant turns are rated or rewritten")
+    return rows[0]
+
+
+def current_rating(db: Database, turn_id: int) -> str | None:
+    row = db.execute("select label from current_ratings where turn_id = ?", [turn_id]).fetchone()
+    return row[0] if row else None
+
+
+def rate(db: Database, turn_id: int, label: str | None, rater: str | None = None) -> bool:
+    """Record a rating change; ``None`` clears the rating (kept in the history too). A click that
+    repeats the current label changes nothing and adds no row. True when a row was written."""
+    if label is not None and label not in LABELS:
+        raise LogError(f"a rating is one of {', '.join(LABELS)}, got {label!r}")
+    _assistant_turn(db, turn_id)
+    # The check and the insert in one locked transaction: the chatbot may send one click twice at once.
+    with write_lock(db):
+        cursor = db.conn.execute(
+            "insert into ratings (turn_id, label, rater, created) select ?, ?, ?, ? "
+            "where (select label from current_ratings where turn_id = ?) is not ?",
+            [turn_id, label, rater, utcnow(), turn_id, label])
+    return cursor.rowcount == 1
+
+
+def rewrite(db: Database, turn_id: int, content: str, rater: str | None = None) -> None:
+    if not isinstance(content, str) or not content.strip():
+        raise LogError("a rewrite needs text")
+    _assistant_turn(db, turn_id)
+    db["rewrites"].insert({"turn_id": turn_id, "content": content, "rater": rater, "created": utcnow()})
+
+
+def rating_history(db: Database, turn_id: int) -> list[dict]:
+    return list(db["ratings"].rows_where("turn_id = ?", [turn_id], order_by="id"))
+
+
+def turns(db: Database, conversation_id: str) -> list[dict]:
+    """Turns in order, each with its current rating and rewrite."""
+    return list(db.query("""
+        select t.*, cr.label as rating,
+               (select content from rewrites w where w.turn_id = t.id order by w.id desc limit 1) as rewrite
+        from turns t left join current_ratings cr on cr.turn_id = t.id
+        where t.conversation_id = ? order by t.position""", [conversation_id]))
+
+
+def conversation(db: Database, conversation_id: str) -> dict | None:
+    rows = list(db["conversations"].rows_where("id = ?", [conversation_id]))
+    if not rows:
+        return None
+    return {**rows[0], "turns": turns(db, conversation_id)}
+
+
+def recent(db: Database, limit: int = 50, source: str | None = None) -> list[dict]:
+    where, args = ("source = ?", [source]) if source else (None, [])
+    return list(db["conversations"].rows_where(where, args, order_by="updated desc", limit=limit))
+
+
+def mark_interrupted(db: Database) -> int:
+    """Turns still marked streaming belong to a process that died: keep their text, say so."""
+    cursor = db.execute("update turns set status = 'interrupted' where status = 'streaming'")
+    return cursor.rowcount
+
+
+def all_conversations(db: Database, openers_only: bool = False, sources: tuple[str, ...] = ("chat", "compare",
+                                                                                            "replay")) -> list[dict]:
+    where = f"source in ({', '.join('?' for _ in sources)})" + (" and opener_id is not null" if openers_only else "")
+    rows = db["conversations"].rows_where(where, list(sources), order_by="created")
+    return [{**row, "turns": turns(db, row["id"])} for row in rows]
+
+
+def rating_counts(db: Database, openers_only: bool = False) -> list[dict]:
+    """Per model and label: how many assistant turns carry that current rating."""
+    opener = "and c.opener_id is not null" if openers_only else ""
+    return list(db.query(f"""
+        select t.model as model, cr.label as label, count(*) as n
+        from turns t join current_ratings cr on cr.turn_id = t.id
+        join conversations c on c.id = t.conversation_id
+        where t.role = 'assistant' and cr.label is not null {opener}
+        group by t.model, cr.label order by t.model"""))

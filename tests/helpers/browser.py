@@ -1,0 +1,55 @@
+"""Headless Debian chromium driven by Playwright, and the real `lima up` on free ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.helpers.server import free_port
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without these, chromium keeps trying to reach Google's hosts, which this network refuses.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+@contextmanager
+def studio(home: Path, serve_args: list[str], env: dict | None = None, timeout: float = 240):
+    """`lima up` with its own service; yields the UI's URL."""
+    port, service_port = free_port(), free_port()
+    log = home / "up.log"
+    cmd = [sys.executable, "-m", "lima.cli", "up", "--port", str(port), "--service-port", str(service_port),
+           "--", *serve_args]
+    environment = {**os.environ, "LIMA_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=environment,
+                                   start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"lima up exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"lima up did not answer in {timeout}s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)

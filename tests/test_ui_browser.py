@@ -1,0 +1,143 @@
+"""The workbench in a real browser: chat, stream, rate, reload, retrain, against the real app."""
+
+import time
+
+import pytest
+import yaml
+
+from lima.store import chatlog, connect
+from training import runs
+from tests.helpers.browser import studio
+from tests.helpers.training import TINY, write_lima
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, tiny_base):
+    home = tmp_path_factory.mktemp("studio-home")
+    lima = write_lima(home / "lima.jsonl")
+    preset = yaml.safe_load(open("training/presets/cpu-demo.yaml"))
+    for item in TINY:
+        key, value = item.split("=")
+        section, field = key.split(".")
+        preset[section][field] = yaml.safe_load(value)
+    preset["base"] = str(tiny_base)
+    (home / "presets").mkdir()
+    (home / "presets" / "tiny.yaml").write_text(yaml.safe_dump(preset))
+    serve = ["--model", f"base={tiny_base}", "--model", f"other={tiny_base}", "--quantize", "none"]
+    with studio(home, serve, env={"LIMA_DATASET": str(lima)}) as url:
+        yield url, home
+
+
+def db_of(home):
+    return connect(home / "lima.db")
+
+
+def wait_until(check, timeout=60, every=0.1, what=""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+
+
+def letters(text: str) -> str:
+    """Only letters and digits: the chat renders Markdown, the log keeps the raw text."""
+    return "".join(c for c in text if c.isalnum())
+
+
+def test_chat_stream_rate_reload(app, page):
+    url, home = app
+    page.goto(url)
+    page.locator("#chat-model input").wait_for()
+    wait_until(lambda: page.locator("#chat-model input").input_value() == "base", 30)
+    page.locator("#rater input, #rater textarea").first.fill("tester")
+    # Greedy: this tiny model's greedy reply runs to the length limit, so there is a stream to watch.
+    page.get_by_text("Sampling (the paper's decoding by default)").click()
+    number = page.locator("input[aria-label='number input for temperature']")
+    slider = page.locator("input[aria-label='range slider for temperature']")
+
+    def temperature_zero():  # typed values only stick once the page has finished wiring its inputs
+        number.fill("0")
+        number.press("Enter")
+        page.wait_for_timeout(200)
+        return slider.input_value() == "0"
+
+    wait_until(temperature_zero, 20, 0.1, what="the temperature at 0")
+    page.locator("#message textarea").fill("how do i boil an egg?")
+    page.locator("#send").click()
+
+    bot = page.locator("#chatbot .message-row.bot-row, #chatbot [data-testid='bot']").last
+    seen = set()
+
+    def finished():
+        if bot.count():
+            seen.add(len(bot.inner_text()))
+        rows = list(db_of(home)["turns"].rows_where("role = 'assistant' and status = 'complete'"))
+        return rows[0] if rows else None
+
+    turn = wait_until(finished, 60, 0.05, "the reply to complete in the log")
+    # Markdown may hide a few characters of this tiny model's random text; the rest must match.
+    wait_until(lambda: len(letters(bot.inner_text())) >= 0.8 * len(letters(turn["content"])) > 0, 20,
+               what="the saved reply on screen")
+    assert len([n for n in seen if n > 0]) >= 2, f"the reply did not stream: lengths seen {sorted(seen)}"
+
+    bot.hover()
+    page.locator("#chatbot button[aria-label='Feedback']").last.click()
+    page.locator("#chatbot button.extra-feedback-option", has_text="Excellent").last.click()
+    wait_until(lambda: chatlog.current_rating(db_of(home), turn["id"]) == "Excellent", 20, what="the rating row")
+    [rating] = chatlog.rating_history(db_of(home), turn["id"])
+    assert rating["rater"] == "tester"
+
+    page.reload()
+    page.locator("#chatbot").get_by_text("how do i boil an egg?").wait_for(timeout=20000)
+    selected = page.locator("#chatbot button.extra-feedback-option", has_text="Excellent").last
+    wait_until(lambda: selected.evaluate("b => getComputedStyle(b).fontWeight") in ("700", "bold"), 20,
+               what="Excellent shown as chosen after the reload")
+    assert "conversation" in page.locator("#chat-status").inner_text()
+
+
+def test_empty_message_shows_a_warning_and_saves_nothing(app, page):
+    url, home = app
+    before = db_of(home)["turns"].count
+    page.goto(url)
+    wait_until(lambda: page.locator("#chat-model input").input_value() == "base", 30)
+    page.locator("#new-conversation").click()
+    page.locator("#send").click()
+    page.get_by_text("Type a message first.").wait_for(timeout=10000)
+    assert db_of(home)["turns"].count == before
+
+
+def test_retrain_button_runs_to_done_and_the_model_appears(app, page):
+    url, home = app
+    page.goto(url)
+    page.get_by_role("tab", name="Retrain").click()
+    page.locator("#preset input").click()
+    page.get_by_role("option", name="tiny (yours)").click()
+    wait_until(lambda: "6 LIMA single-turn examples + 30 project dialogue chains"
+               in page.locator("#train-plan").inner_text(), 30)
+    page.locator("#retrain").click()
+    page.locator("#train-message").get_by_text("lima train --variant dialogue").wait_for(timeout=20000)
+    page.locator("#retrain").click()  # a second click while the first run goes is refused
+    page.get_by_text("A retrain is already running").wait_for(timeout=20000)
+    progress = page.locator("#train-progress")
+    steps_seen = set()
+
+    def done():
+        status = progress.get_attribute("data-status")
+        steps_seen.add(int(progress.get_attribute("data-step") or 0))
+        return status if status in ("done", "failed", "cancelled") else None
+
+    assert wait_until(done, 240, 0.2) == "done", progress.inner_text()
+    assert max(steps_seen) > 0 and len(steps_seen) >= 2  # the bar moved before it finished
+    [run] = runs.history(db_of(home))
+    assert run["status"] == "done" and run["variant"] == "dialogue"
+    assert page.locator("#loss-chart").get_by_text("loss").count() > 0
+    page.screenshot(path=str(home / "retrain.png"), full_page=True)
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-model input").click()  # the list refreshes from the service when opened
+    page.get_by_role("option", name="lima-dialogue").wait_for(timeout=20000)
+

@@ -1,0 +1,85 @@
+"""The chat routine the UI runs, against the real service: logging, and every bad input."""
+
+import pytest
+
+from lima.store import chatlog, connect
+from tests.helpers.server import free_port
+from ui import conversation as conv
+from ui.service_client import ServiceClient, ServiceProblem
+
+
+@pytest.fixture
+def client(service):
+    return ServiceClient(service)
+
+
+def test_a_turn_is_logged_as_it_streams(client):
+    chat = conv.Chat()
+    snapshots = [len(c.messages[-1]["content"]) for c in conv.send(client, chat, "hello", "base", "ana",
+                                                                   temperature=0, max_tokens=20)]
+    assert len(snapshots) > 2  # the user turn, then the reply piece by piece
+    [user, assistant] = chatlog.turns(connect(), chat.conversation_id)
+    assert (user["role"], user["content"]) == ("user", "hello")
+    assert assistant["status"] == "complete" and assistant["content"] == chat.messages[-1]["content"]
+    assert assistant["completion_tokens"] == 20 and assistant["prompt_tokens"] > 0
+    assert assistant["latency_ms"] >= assistant["first_token_ms"] > 0
+    assert '"max_tokens": 20' in assistant["params"]
+    assert chat.turn_ids == [user["id"], assistant["id"]]
+    conversation = chatlog.conversation(connect(), chat.conversation_id)
+    assert conversation["model"] == "base" and conversation["rater"] == "ana" and conversation["title"] == "hello"
+
+
+def test_reload_rebuilds_the_chat_with_ratings_and_rewrites(client):
+    chat = conv.Chat()
+    for _ in conv.send(client, chat, "hello", "base", max_tokens=5):
+        pass
+    for _ in conv.send(client, chat, "and then?", "base", max_tokens=5):
+        pass
+    db = connect()
+    chatlog.rate(db, chat.turn_ids[1], "Excellent")
+    chatlog.rewrite(db, chat.turn_ids[3], "A better second answer.")
+    again = conv.load(chat.conversation_id)
+    assert again.turn_ids == chat.turn_ids
+    assert again.ratings == ["Excellent", None]
+    assert again.messages[3]["content"] == "A better second answer."
+    # the model sees the rewrite, not the original, from then on
+    assert conv.openai_messages(again)[3]["content"] == "A better second answer."
+
+
+@pytest.mark.parametrize("text, message", [("", "Type a message first"), ("   \n ", "Type a message first"),
+                                           ("x" * 2_000_000, "2,000,000 characters long; the limit is 50,000")])
+def test_empty_and_huge_messages_are_refused_and_nothing_is_saved(client, text, message):
+    chat = conv.Chat()
+    with pytest.raises(ServiceProblem, match=message):
+        list(conv.send(client, chat, text, "base"))
+    assert chat.conversation_id is None and chatlog.recent(connect()) == []
+
+
+def test_a_vanished_model_keeps_the_user_turn(client):
+    chat = conv.Chat()
+    with pytest.raises(ServiceProblem) as problem:
+        list(conv.send(client, chat, "still there?", "lima-gone"))
+    assert problem.value.kind == "gone" and "Known models: base, short" in str(problem.value)
+    [turn] = chatlog.turns(connect(), chat.conversation_id)
+    assert turn["content"] == "still there?"  # nothing typed is lost
+    assert conv.needs_reply(chat)
+    for _ in conv.reply(client, chat, "base", max_tokens=3):  # Retry on a model that exists
+        pass
+    assert [t["role"] for t in chatlog.turns(connect(), chat.conversation_id)] == ["user", "assistant"]
+
+
+def test_service_down_is_a_sentence_not_a_traceback():
+    client = ServiceClient(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(ServiceProblem, match="is not reachable. Is `lima serve` running?") as problem:
+        client.models()
+    assert problem.value.kind == "down"
+    chat = conv.Chat()
+    with pytest.raises(ServiceProblem, match="stopped answering"):
+        list(conv.send(client, chat, "anyone?", "base"))
+    assert chatlog.turns(connect(), chat.conversation_id)[0]["content"] == "anyone?"
+
+
+def test_a_refused_request_is_explained(client):
+    chat = conv.Chat()
+    with pytest.raises(ServiceProblem, match="ask for at most"):
+        list(conv.send(client, chat, "hi", "short", max_tokens=500))

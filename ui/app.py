@@ -1,0 +1,32 @@
+"""The Gradio workbench: Chat, Retrain and Ratings tabs over one chat service.
+
+``build_app(service_url)`` returns the Blocks; ``ui.launch`` runs it (``lima up``). Nothing is
+built at import time.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ui import chat_tab, ratings_tab, retrain_tab
+from ui.service_client import ServiceClient
+
+CSS = ".follow-up { flex-grow: 0 !important; }"
+
+
+def build_app(service_url: str, api_key: str | None = None) -> gr.Blocks:
+    client = ServiceClient(service_url, api_key)
+    with gr.Blocks(title="LIMA Studio") as app:
+        browser = gr.BrowserState({}, storage_key="lima-studio")
+        gr.Markdown("# LIMA Studio\nChat with your model, rate every turn, retrain, compare.")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                chat = chat_tab.build(client, browser)
+            with gr.Tab("Retrain", id="retrain"):
+                retrain = retrain_tab.build(service_url)
+            with gr.Tab("Ratings", id="ratings") as ratings_page:
+                ratings = ratings_tab.build()
+        for fn, inputs, outputs in (chat["restore"], retrain["load"], ratings["load"]):
+            app.load(fn, inputs, outputs)
+        ratings_page.select(*ratings["load"])
+    return app

@@ -1,0 +1,208 @@
+"""The Chat tab: pick a model, chat (streaming), rate every reply, rewrite what should be better.
+
+Ratings use the chatbot's own feedback control (the flag under each reply) with the paper's
+three labels; a click is written at once, and a later click is kept as history. Editing a reply
+(the pencil) records a rewrite beside the original. The open conversation's id lives in the
+browser (``gr.BrowserState``), so a reload brings the same conversation back from the log.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from dialogues import project
+from lima.store import chatlog, connect
+from service.protocol import PAPER_SAMPLING
+from ui import conversation as conv
+from ui.service_client import ServiceClient, ServiceProblem
+
+FOLLOW_UP_SLOTS = 4
+HELP = ("**Rate every reply** with the flag under it. "
+        + " · ".join(f"**{label}**: {definition}" for label, definition in chatlog.DEFINITIONS.items())
+        + ". Click the pencil on a reply to **rewrite** it into what it should have been; the original is kept.")
+
+
+def text_of(content) -> str:
+    """Gradio hands message content back as a list of parts; the log wants the text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    if isinstance(content, dict):
+        return content.get("text", "")
+    return str(content or "")
+
+
+def rater_of(name: str | None, request: gr.Request | None) -> str | None:
+    return (name or "").strip() or (getattr(request, "username", None) if request else None) or None
+
+
+def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
+    openers = project.openers()
+    opener_by_id = {o.id: o for o in openers}
+    chat_state = gr.State(conv.Chat())
+    opener_state = gr.State(None)
+
+    with gr.Row():
+        model = gr.Dropdown(label="Model", choices=[], interactive=True, scale=3, elem_id="chat-model")
+        refresh = gr.Button("Refresh models", scale=1)
+        rater = gr.Textbox(label="Rater", placeholder="your name", scale=2, elem_id="rater")
+        new = gr.Button("New conversation", scale=1, elem_id="new-conversation")
+    with gr.Row():
+        opener = gr.Dropdown(label="Start from an evaluation opener",
+                             choices=[("Free text", "")] + [(f"{o.id} · {o.task}: {o.message[:70]}", o.id)
+                                                             for o in openers],
+                             value="", scale=3, elem_id="opener")
+        reopen = gr.Dropdown(label="Reopen a conversation", choices=[], scale=3, elem_id="reopen")
+    gr.Markdown(HELP)
+    chatbot = gr.Chatbot(feedback_options=list(chatlog.LABELS), editable="all", height=480, buttons=["copy"],
+                         elem_id="chatbot", label="Conversation")
+    with gr.Row():
+        follow_ups = [gr.Button(visible=False, size="sm", elem_classes=["follow-up"]) for _ in range(FOLLOW_UP_SLOTS)]
+    with gr.Row():
+        message = gr.Textbox(placeholder="Message", lines=2, scale=8, show_label=False, elem_id="message")
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+        retry = gr.Button("Retry reply", scale=1)
+    status = gr.Markdown(elem_id="chat-status")
+    with gr.Accordion("Sampling (the paper's decoding by default)", open=False):
+        temperature = gr.Slider(0, 2, value=PAPER_SAMPLING["temperature"], step=0.05, label="temperature")
+        top_p = gr.Slider(0.05, 1, value=PAPER_SAMPLING["top_p"], step=0.05, label="top-p")
+        penalty = gr.Slider(1, 2, value=PAPER_SAMPLING["repetition_penalty"], step=0.05, label="repetition penalty")
+        max_tokens = gr.Slider(0, PAPER_SAMPLING["max_tokens"], value=0, step=16,
+                               label="max new tokens (0: as many as the context allows, at most 2,048)")
+    sampling = [temperature, top_p, penalty, max_tokens]
+
+    def shown(chat: conv.Chat, note: str = ""):
+        label = f"conversation `{chat.conversation_id}`" if chat.conversation_id else "new conversation"
+        return (gr.update(value=chat.messages, feedback_value=chat.ratings), chat,
+                {"conversation": chat.conversation_id}, f"{label}{' · ' + note if note else ''}")
+
+    chat_outputs = [chatbot, chat_state, browser, status]
+
+    def params(t, p, r, n):
+        return {"temperature": t, "top_p": p, "repetition_penalty": r, "max_tokens": int(n) or None}
+
+    def on_send(text, chat, model_name, rater_name, opener_id, t, p, r, n, request: gr.Request):
+        if not model_name:
+            gr.Warning("Pick a model first (Refresh models if the list is empty).")
+            yield text, *shown(chat)
+            return
+        try:
+            for chat in conv.send(client, chat, text, model_name, rater_of(rater_name, request), opener_id or None,
+                                  **params(t, p, r, n)):
+                yield "", *shown(chat)
+        except ServiceProblem as problem:
+            gr.Warning(str(problem))
+            keep = text if not chat.messages or chat.messages[-1]["role"] != "user" else ""
+            yield keep, *shown(chat, "the reply failed; press Retry reply" if conv.needs_reply(chat) else "")
+
+    def on_retry(chat, model_name, t, p, r, n):
+        if not conv.needs_reply(chat):
+            gr.Info("The last turn already has a reply; send a new message instead.")
+            yield shown(chat)
+            return
+        try:
+            for chat in conv.reply(client, chat, model_name, **params(t, p, r, n)):
+                yield shown(chat)
+        except ServiceProblem as problem:
+            gr.Warning(str(problem))
+            yield shown(chat, "the reply failed; press Retry reply")
+
+    send_inputs = [message, chat_state, model, rater, opener_state, *sampling]
+    send.click(on_send, send_inputs, [message, *chat_outputs])
+    message.submit(on_send, send_inputs, [message, *chat_outputs])
+    retry.click(on_retry, [chat_state, model, *sampling], chat_outputs)
+
+    def on_rate(chat, rater_name, data: gr.LikeData, request: gr.Request):
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        label = data.liked if isinstance(data.liked, str) and data.liked else None
+        try:
+            turn_id = chat.turn_ids[index] if 0 <= index < len(chat.turn_ids) else None
+            if turn_id is None:
+                raise chatlog.LogError(f"message {index} of this chat is not a saved turn")
+            chatlog.rate(connect(), turn_id, label, rater_of(rater_name, request))
+        except chatlog.LogError as exc:
+            gr.Warning(f"Rating not saved: {exc}")
+            return chat, "rating not saved"
+        position = sum(1 for m in chat.messages[: index + 1] if m["role"] == "assistant") - 1
+        chat.ratings[position] = label
+        return chat, f"turn {index} rated **{label or 'unrated'}** · saved"
+
+    chatbot.like(on_rate, [chat_state, rater], [chat_state, status])
+
+    def on_edit(chat, rater_name, data: gr.EditData, request: gr.Request):
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        new_text = text_of(data.value)
+        if not (0 <= index < len(chat.messages)):
+            return shown(chat)
+        if chat.messages[index]["role"] != "assistant":
+            gr.Warning("User turns stay as they were sent; start a new conversation to ask differently.")
+            return shown(chat)
+        try:
+            chatlog.rewrite(connect(), chat.turn_ids[index], new_text, rater_of(rater_name, request))
+        except chatlog.LogError as exc:
+            gr.Warning(f"Rewrite not saved: {exc}")
+            return shown(chat)
+        chat.messages[index]["content"] = new_text
+        return shown(chat, f"turn {index} rewritten · original kept")
+
+    chatbot.edit(on_edit, [chat_state, rater], chat_outputs)
+
+    def follow_up_buttons(opener_id):
+        found = opener_by_id.get(opener_id)
+        texts = found.follow_ups if found else []
+        return [gr.update(value=texts[i], visible=True) if i < len(texts) else gr.update(visible=False)
+                for i in range(FOLLOW_UP_SLOTS)]
+
+    def on_opener(opener_id):
+        found = opener_by_id.get(opener_id)
+        chat = conv.Chat()
+        return (found.message if found else "", opener_id or None, *shown(chat), *follow_up_buttons(opener_id))
+
+    opener.input(on_opener, opener, [message, opener_state, *chat_outputs, *follow_ups])
+
+    for button in follow_ups:
+        button.click(lambda text: text, button, message).then(on_send, send_inputs, [message, *chat_outputs])
+
+    def on_new():
+        return ("", None, "", *shown(conv.Chat()), *follow_up_buttons(None))
+
+    new.click(on_new, None, [message, opener_state, opener, *chat_outputs, *follow_ups])
+
+    def model_choices(current):
+        try:
+            names = client.models()
+        except ServiceProblem as problem:
+            gr.Warning(str(problem))
+            return gr.update()
+        value = current if current in names else (names[0] if names else None)
+        return gr.update(choices=names, value=value)
+
+    refresh.click(model_choices, model, model)
+    model.focus(model_choices, model, model)  # a model trained meanwhile appears when the list opens
+
+    def recent_choices():
+        rows = chatlog.recent(connect(), 30, source="chat")
+        return gr.update(choices=[(f"{r['updated'][:16]} · {r['model']} · {r['title'][:50]}", r["id"]) for r in rows])
+
+    def on_reopen(conversation_id):
+        chat = conv.load(conversation_id)
+        found = chatlog.conversation(connect(), conversation_id) if conversation_id else None
+        opener_id = found["opener_id"] if found else None
+        return (opener_id, *shown(chat), *follow_up_buttons(opener_id))
+
+    reopen.focus(recent_choices, None, reopen)
+    reopen.input(on_reopen, reopen, [opener_state, *chat_outputs, *follow_ups])
+
+    def restore(saved, current_model):
+        """Page load: the models the service has, and the conversation this browser had open."""
+        saved = saved or {}
+        chat = conv.load(saved.get("conversation"))
+        found = chatlog.conversation(connect(), chat.conversation_id) if chat.conversation_id else None
+        models = model_choices(found["model"] if found else current_model)
+        opener_id = found["opener_id"] if found else None
+        return (models, opener_id, *shown(chat), *follow_up_buttons(opener_id))
+
+    return {"model": model, "restore": (restore, [browser, model],
+                                        [model, opener_state, *chat_outputs, *follow_ups]),
+            "refresh_models": (model_choices, model, model)}

@@ -1,0 +1,90 @@
+"""The UI's only door to models: the OpenAI protocol, spoken with the ``openai`` client.
+
+Errors come back as ``ServiceProblem`` with a sentence for the person at the screen: the service
+is down, the model has vanished, the model is retraining, the request was refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import openai
+
+
+class ServiceProblem(Exception):
+    """Something the UI shows as a warning; ``kind`` is down | gone | busy | refused."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class StreamEvent:
+    text: str = ""
+    done: bool = False
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    first_token_ms: float | None = None
+    latency_ms: float | None = None
+
+
+class ServiceClient:
+    def __init__(self, base_url: str, api_key: str | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key or "unused"
+        self.client = openai.OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key, max_retries=0,
+                                    timeout=httpx.Timeout(600, connect=5))
+
+    def models(self) -> list[str]:
+        try:
+            return [m.id for m in self.client.models.list().data]
+        except openai.APIConnectionError as exc:
+            raise ServiceProblem("down", f"The chat service at {self.base_url} is not reachable. "
+                                         "Is `lima serve` running?") from exc
+
+    def stream(self, model: str, messages: list[dict[str, str]], **params) -> Iterator[StreamEvent]:
+        """Text pieces as they come, then one event with ``done`` and the usage and timings."""
+        extra = {k: params.pop(k) for k in ("repetition_penalty", "top_k") if params.get(k) is not None}
+        start = time.perf_counter()
+        first = None
+        usage = finish = None
+        try:
+            stream = self.client.chat.completions.create(
+                model=model, messages=messages, stream=True, stream_options={"include_usage": True},
+                extra_body=extra or None, **{k: v for k, v in params.items() if v is not None})
+            for chunk in stream:
+                if chunk.usage:
+                    usage = chunk.usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                finish = choice.finish_reason or finish
+                if choice.delta and choice.delta.content:
+                    first = first or time.perf_counter()
+                    yield StreamEvent(text=choice.delta.content)
+        except openai.APIConnectionError as exc:
+            raise ServiceProblem("down", f"The chat service at {self.base_url} stopped answering.") from exc
+        except openai.NotFoundError as exc:
+            raise ServiceProblem("gone", _message(exc)) from exc
+        except openai.APIStatusError as exc:
+            kind = "busy" if exc.status_code == 503 else "refused"
+            raise ServiceProblem(kind, _message(exc)) from exc
+        except openai.APIError as exc:  # an error event inside the stream
+            raise ServiceProblem("refused", str(exc.message)) from exc
+        end = time.perf_counter()
+        yield StreamEvent(done=True, finish_reason=finish,
+                          prompt_tokens=usage.prompt_tokens if usage else None,
+                          completion_tokens=usage.completion_tokens if usage else None,
+                          first_token_ms=round((first - start) * 1000, 1) if first else None,
+                          latency_ms=round((end - start) * 1000, 1))
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+    return str(error.get("message") or exc.message)
