@@ -47,6 +47,24 @@ def _up(args) -> int:
     return main(args)
 
 
+def _report(args) -> int:
+    from evaluation.report import main
+
+    return main(args)
+
+
+def _judge(args) -> int:
+    from evaluation.pairwise import main
+
+    return main(args)
+
+
+def _replay(args) -> int:
+    from evaluation.replay import main
+
+    return main(args)
+
+
 def _train(args) -> int:
     from training.train import main
 
@@ -113,6 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the zero-shot or dialogue variant with the LIMA recipe (TRL)")
     train_arguments(train)
     train.set_defaults(func=_train)
+
+    from evaluation.report import add_arguments as report_arguments
+
+    report = sub.add_parser("report", help="print the side-by-side table; write Markdown and the PNG chart")
+    report_arguments(report)
+    report.set_defaults(func=_report)
+
+    from evaluation.pairwise import add_arguments as judge_arguments
+
+    judge = sub.add_parser("judge", help="run an LLM judge (OpenAI protocol) over saved comparisons and turns")
+    judge_arguments(judge)
+    judge.set_defaults(func=_judge)
+
+    from evaluation.replay import add_arguments as replay_arguments
+
+    replay = sub.add_parser("replay", help="re-run a saved conversation's user turns on another model")
+    replay_arguments(replay)
+    replay.set_defaults(func=_replay)
 
     runs = sub.add_parser("runs", help="list or cancel training runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")

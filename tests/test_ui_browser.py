@@ -141,3 +141,41 @@ def test_retrain_button_runs_to_done_and_the_model_appears(app, page):
     page.locator("#chat-model input").click()  # the list refreshes from the service when opened
     page.get_by_role("option", name="lima-dialogue").wait_for(timeout=20000)
 
+
+def test_compare_two_models_rate_both_sides_and_give_a_verdict(app, page):
+    url, home = app
+    page.goto(url)
+    page.get_by_role("tab", name="Compare").click()
+    wait_until(lambda: page.locator("#compare-left input").input_value(), 30)
+    for box, name in (("#compare-left", "base"), ("#compare-right", "other")):
+        page.locator(f"{box} input").click()
+        page.locator(box).get_by_role("option", name=name, exact=True).click()
+        wait_until(lambda: page.locator(f"{box} input").input_value() == name, 10)
+    page.locator("#compare-opener input").click()
+    page.get_by_role("option", name="opener-02 · explanation").click()
+    page.locator("#compare-start").click()
+    wait_until(lambda: page.locator("#compare-message textarea").input_value() == "Why is the sky blue?", 20)
+    page.locator("#compare-send").click()
+    db = db_of(home)
+    [row] = wait_until(lambda: list(db["comparisons"].rows_where(order_by="created desc", limit=1)), 20)
+    assert (row["left_model"], row["right_model"], row["opener_id"]) == ("base", "other", "opener-02")
+
+    def answered(conversation):
+        return db["turns"].count_where("conversation_id = ? and role = 'assistant' and status = 'complete'",
+                                       [conversation])
+
+    wait_until(lambda: answered(row["left_conversation"]) and answered(row["right_conversation"]), 60)
+    for side, label in (("#compare-a", "Pass"), ("#compare-b", "Excellent")):
+        page.locator(f"{side} .message-row.bot-row, {side} [data-testid='bot']").last.hover()
+        page.locator(f"{side} button[aria-label='Feedback']").last.click()
+        page.locator(f"{side} button.extra-feedback-option", has_text=label).last.click()
+    left_turn = next(db["turns"].rows_where("conversation_id = ? and role = 'assistant'", [row["left_conversation"]]))
+    right_turn = next(db["turns"].rows_where("conversation_id = ? and role = 'assistant'", [row["right_conversation"]]))
+    wait_until(lambda: chatlog.current_rating(db_of(home), left_turn["id"]) == "Pass", 20)
+    wait_until(lambda: chatlog.current_rating(db_of(home), right_turn["id"]) == "Excellent", 20)
+    page.locator("#compare-verdict").get_by_text("second better").click()
+    page.locator("#compare-save").click()
+    wait_until(lambda: db_of(home)["comparisons"].get(row["id"])["verdict"] == "right", 20)
+    page.locator("#compare-status").get_by_text("verdict saved").wait_for(timeout=10000)
+    page.get_by_role("tab", name="Report").click()
+    page.locator("#report-text").get_by_text("other better in 1 of 1").wait_for(timeout=30000)

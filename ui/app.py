@@ -1,4 +1,4 @@
-"""The Gradio workbench: Chat, Retrain and Ratings tabs over one chat service.
+"""The Gradio workbench: Chat, Compare, Retrain, Ratings and Report tabs over one chat service.
 
 ``build_app(service_url)`` returns the Blocks; ``ui.launch`` runs it (``lima up``). Nothing is
 built at import time.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import chat_tab, ratings_tab, retrain_tab
+from ui import chat_tab, compare_tab, ratings_tab, report_tab, retrain_tab
 from ui.service_client import ServiceClient
 
 CSS = ".follow-up { flex-grow: 0 !important; }"
@@ -22,11 +22,17 @@ def build_app(service_url: str, api_key: str | None = None) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 chat = chat_tab.build(client, browser)
+            with gr.Tab("Compare", id="compare") as compare_page:
+                compare = compare_tab.build(client)
             with gr.Tab("Retrain", id="retrain"):
                 retrain = retrain_tab.build(service_url)
             with gr.Tab("Ratings", id="ratings") as ratings_page:
                 ratings = ratings_tab.build()
-        for fn, inputs, outputs in (chat["restore"], retrain["load"], ratings["load"]):
+            with gr.Tab("Report", id="report") as report_page:
+                report = report_tab.build()
+        for fn, inputs, outputs in (chat["restore"], compare["load"], retrain["load"], ratings["load"]):
             app.load(fn, inputs, outputs)
+        compare_page.select(*compare["load"])
         ratings_page.select(*ratings["load"])
+        report_page.select(*report["load"])
     return app

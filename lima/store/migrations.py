@@ -70,3 +70,22 @@ def m003_chat_log(db: Database) -> None:
         select r.turn_id, r.label, r.rater, r.created from ratings r
         where r.id = (select max(id) from ratings where turn_id = r.turn_id)""")
 
+
+@migrations()
+def m004_comparisons_and_judgments(db: Database) -> None:
+    # A side-by-side session: two linked conversations fed the same user turns, and the rater's
+    # whole-conversation verdict ('left', 'right' or 'tie', always in terms of left_model/right_model,
+    # whatever a blind session displayed).
+    db["comparisons"].create({
+        "id": str, "created": str, "opener_id": str, "left_model": str, "right_model": str, "blind": int,
+        "swapped": int, "left_conversation": str, "right_conversation": str, "verdict": str, "verdict_rater": str,
+        "verdict_time": str, "kind": str,
+    }, pk="id", foreign_keys=[("left_conversation", "conversations", "id"),
+                              ("right_conversation", "conversations", "id")],
+        not_null={"created", "left_model", "right_model", "left_conversation", "right_conversation"},
+        defaults={"blind": 0, "swapped": 0, "kind": "live"})
+    # Every judge call, keyed by a hash of exactly what was asked, so nothing is asked twice.
+    db["judgments"].create({
+        "key": str, "protocol": str, "judge_model": str, "judge_url": str, "comparison_id": str,
+        "position": int, "turn_id": int, "order": str, "result": str, "raw": str, "created": str,
+    }, pk="key", not_null={"protocol", "judge_model", "created"})

@@ -1,0 +1,123 @@
+"""The LLM judge against a local fake OpenAI-compatible server with scripted answers."""
+
+import pytest
+
+from evaluation import pairwise
+from evaluation.judge import Judge, JudgeUnavailable, parse_score
+from lima.store import connect
+from tests.helpers.comparisons import comparison, conversation
+from tests.helpers.fake_judge import fake_judge, response
+
+
+def fair(system, user):
+    """Prefers whichever response contains GOOD, wherever it is shown; scores GOOD 6, else 2."""
+    if "helpfulness" in user or "6-point" in user:
+        return "Score: 6\nSpot on." if "GOOD" in user else "Score: 2\nWeak."
+    a, b = "GOOD" in response(user, "A"), "GOOD" in response(user, "B")
+    return "A\nBetter." if a and not b else ("B\nBetter." if b and not a else "Neither\nSame.")
+
+
+def biased(system, user):
+    return "A" if "6-point" not in user else "Score: 4"
+
+
+def garbage(system, user):
+    return "I would rather not say."
+
+
+@pytest.fixture
+def session(lima_home):
+    """One comparison: the right side's replies are GOOD on both turns; raters agree."""
+    db = connect()
+    left = conversation(db, "lima-zero-shot", [("q1", "meh", "Pass"), ("q2", "meh", "Fail")])
+    right = conversation(db, "lima-dialogue", [("q1", "GOOD answer", "Excellent"), ("q2", "GOOD again", "Excellent")])
+    comparison(db, "lima-zero-shot", "lima-dialogue", left, right, "right")
+    return db
+
+
+def judge(url, **kw):
+    return Judge(url, "judge-model", **kw)
+
+
+def test_parse_rules():
+    assert pairwise.parse_choice("A\nbecause") == "A"
+    assert pairwise.parse_choice("**B** is better") == "B"
+    assert pairwise.parse_choice("Neither, both fine") == "tie"
+    assert pairwise.parse_choice("The answer is A") == "unparsed"
+    assert pairwise.combine("A", "B") == "left"  # left shown first wins, then left shown second wins
+    assert pairwise.combine("A", "A") == "tie"  # position bias: disagreeing orders cancel
+    assert pairwise.combine("B", "A") == "right"
+    assert pairwise.combine("A", "unparsed") == "unparsed"
+    assert parse_score("Score: 5\nGood") == 5 and parse_score("5") == 5 and parse_score("great!") is None
+
+
+def test_fair_judge_both_orders_agreement_and_cache(session):
+    with fake_judge(fair) as (url, requests):
+        summary = pairwise.run(judge(url), db=session)
+        asked = len(requests)
+        again = pairwise.run(judge(url), db=session)
+    # 1 conversation + 2 turns, each asked in both orders; 4 assistant turns scored once each
+    assert summary["asked"] == asked == 3 * 2 + 4
+    assert summary["verdicts"] == {"left": 0, "right": 1, "tie": 0, "unparsed": 0}
+    a = summary["agreement"]
+    assert (a["conversation_agreement"], a["turn_agreement"], a["conversations"], a["turns"]) == (1.0, 1.0, 1, 2)
+    assert again["asked"] == 0 and again["reused"] == asked  # nothing asked twice
+    swapped = [r for r in requests if "[Response A]" in r["messages"][1]["content"]]
+    shown_first = [response(r["messages"][1]["content"], "A").strip() for r in swapped]
+    assert "GOOD answer" in shown_first and "meh" in shown_first  # each side was shown first once
+    scores = {row["turn_id"]: row["result"] for row in session["judgments"].rows_where("protocol = 'helpfulness'")}
+    assert sorted(scores.values()) == ["2", "2", "6", "6"]
+
+
+def test_position_biased_judge_yields_ties(session):
+    with fake_judge(biased) as (url, _):
+        summary = pairwise.run(judge(url), helpfulness=False, db=session)
+    assert summary["verdicts"]["tie"] == 1
+    a = summary["agreement"]
+    assert a["conversation_agreement"] == 0.5 and a["turn_agreement"] == 0.5  # human said right, judge tie
+
+
+def test_garbage_is_unparsed_not_a_verdict(session):
+    with fake_judge(garbage) as (url, _):
+        summary = pairwise.run(judge(url), db=session)
+    assert summary["verdicts"] == {"left": 0, "right": 0, "tie": 0, "unparsed": 1}
+    assert summary["agreement"]["unparsed"] == 3 and summary["agreement"]["conversations"] == 0
+    assert {row["result"] for row in session["judgments"].rows_where("protocol = 'helpfulness'")} == {"None"}
+
+
+def test_timeouts_are_retried_with_backoff_then_reported(session):
+    calls = []
+
+    def slow_then_fair(system, user):
+        calls.append(1)
+        return None if len(calls) <= 2 else fair(system, user)
+
+    with fake_judge(slow_then_fair, stall_seconds=1.5) as (url, _):
+        summary = pairwise.run(judge(url, timeout=0.5, retries=3), helpfulness=False, db=session)
+    assert summary["verdicts"]["right"] == 1  # two timeouts, then retries got through
+    with fake_judge(lambda s, u: None, stall_seconds=1.5) as (url, _):
+        with pytest.raises(JudgeUnavailable, match=f"the judge at {url} is unreachable after 1 retries"):
+            pairwise.run(judge(url, timeout=0.3, retries=1), db=session)
+
+
+def test_different_turn_counts_are_judged_on_the_shared_turns(lima_home):
+    db = connect()
+    left = conversation(db, "a", [("q1", "GOOD", "Pass"), ("q2", "x", "Pass"), ("q3", "y", "Pass")])
+    right = conversation(db, "b", [("q1", "meh", "Fail")])
+    comparison(db, "a", "b", left, right, "left")
+    with fake_judge(fair) as (url, _):
+        summary = pairwise.run(judge(url), helpfulness=False, db=db)
+    assert summary["mismatched"] == 1
+    assert summary["agreement"]["turns"] == 1 and summary["agreement"]["turn_agreement"] == 1.0
+
+
+def test_cli_reports_an_unreachable_judge(session):
+    import subprocess
+    import sys
+
+    from tests.helpers.server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    result = subprocess.run([sys.executable, "-m", "lima.cli", "judge", "--url", url, "--model", "j",
+                             "--retries", "0", "--timeout", "2"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and f"the judge at {url} is unreachable" in result.stderr
