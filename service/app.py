@@ -68,7 +68,7 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
     @app.get("/health")
     async def health():
         return {"status": "sleeping" if engine.sleeping else "ok", "engine": engine.kind,
-                "models": [m.name for m in engine.models()], "pid": os.getpid()}
+                "models": [m.name for m in engine.models()], "gpus": engine.gpus(), "pid": os.getpid()}
 
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def list_models():

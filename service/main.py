@@ -3,7 +3,7 @@
     lima serve [--host 127.0.0.1] [--port 8000] [--engine transformers|vllm] [--model NAME=PATH_OR_ID ...]
 
 Serves ``base`` (the embedded SmolLM2-135M-Instruct, prepared on first run, unless ``--model
-base=...`` names another folder or hub id), every model in the registry of ``$LIMA_HOME/lima.db``
+base=...`` or ``--base-model`` names another folder or hub id), every model in the registry of ``$LIMA_HOME/lima.db``
 (trained variants), and every ``--model``. A model that fails to load from the registry is
 reported and skipped; one named on the command line stops the start with the reason.
 """
@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=["transformers", "vllm"], default=os.environ.get("LIMA_ENGINE", "transformers"))
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH_OR_ID",
                         help="serve a model folder or hub id under NAME (repeatable)")
+    parser.add_argument("--base-model", default=os.environ.get("LIMA_BASE_MODEL", "embedded"),
+                        help="what `base` is without --model base=...: a folder, a hub id, or 'embedded' "
+                             "(SmolLM2-135M-Instruct; default, or $LIMA_BASE_MODEL)")
     parser.add_argument("--no-registry", action="store_true", help="do not serve the models registered by training")
     parser.add_argument("--api-key", default=os.environ.get("LIMA_API_KEY"), help="require this bearer key")
     parser.add_argument("--quantize", choices=["int8", "none"], help="transformers engine: int8 weights (CPU default)")
@@ -44,8 +47,10 @@ def build_engine(args) -> Engine:
     if args.engine == "vllm":
         from service.engines.vllm_engine import VllmEngine
 
+        # LIMA_VLLM_REQUIRE_GPU=0 lets a stand-in `vllm` run where there is no GPU (the tests do).
         return VllmEngine(args.vllm_executable, gpu_fraction=args.vllm_gpu_fraction,
-                          max_model_len=args.vllm_max_model_len)
+                          max_model_len=args.vllm_max_model_len,
+                          require_gpu=os.environ.get("LIMA_VLLM_REQUIRE_GPU", "1") != "0")
     from service.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine(device=args.device, quantize=args.quantize, max_batch=args.max_batch)
@@ -58,7 +63,8 @@ def models_to_serve(args) -> tuple[dict[str, str], dict[str, str]]:
 
     named = dict(parse_spec(spec) for spec in args.model)
     if "base" not in named:
-        named = {"base": str(embedded_model.prepare()), **named}
+        base = str(embedded_model.prepare()) if args.base_model == "embedded" else args.base_model
+        named = {"base": base, **named}
     from_registry = {} if args.no_registry else {
         name: path for name, path in registered(connect()).items() if name not in named}
     return named, from_registry

@@ -35,8 +35,10 @@ class DatabaseProgress(TrainerCallback):
         logs = logs or {}
         if "loss" not in logs or not self.writes:
             return
+        tokens = logs.get("num_tokens")
         runs.progress(self.db, self.run_id, state.global_step, state.max_steps, round(state.epoch or 0, 4),
-                      logs.get("loss"), logs.get("learning_rate"), logs.get("grad_norm"), self._eta(state))
+                      logs.get("loss"), logs.get("learning_rate"), logs.get("grad_norm"), self._eta(state),
+                      int(tokens) if tokens is not None else None)
 
     def on_step_end(self, args, state, control, **kwargs):
         if runs.cancel_requested(self.db, self.run_id):

@@ -73,12 +73,13 @@ def update(db: Database, run_id: str, **fields) -> None:
 
 
 def progress(db: Database, run_id: str, step: int, max_steps: int, epoch: float, loss: float | None,
-             learning_rate: float | None, grad_norm: float | None, eta_seconds: float | None) -> None:
+             learning_rate: float | None, grad_norm: float | None, eta_seconds: float | None,
+             tokens: int | None = None) -> None:
     now = utcnow()
     with db.atomic():
         db["run_progress"].insert({"run_id": run_id, "step": step, "max_steps": max_steps, "epoch": epoch,
                                    "loss": loss, "learning_rate": learning_rate, "grad_norm": grad_norm,
-                                   "eta_seconds": eta_seconds, "time": now})
+                                   "eta_seconds": eta_seconds, "tokens": tokens, "time": now})
         latest = {"step": step, "max_steps": max_steps, "epoch": epoch, "eta_seconds": eta_seconds, "updated": now}
         if loss is not None:
             latest.update(loss=loss, learning_rate=learning_rate)
@@ -115,6 +116,17 @@ def get(db: Database, run_id: str) -> dict:
 
 def history(db: Database, limit: int = 50) -> list[dict]:
     return list(db["runs"].rows_where(order_by="started desc", limit=limit))
+
+
+def tokens_per_second(db: Database, run_id: str) -> float | None:
+    """Real training tokens per second between the first and the last logged step."""
+    rows = list(db["run_progress"].rows_where("run_id = ? and tokens is not null", [run_id], order_by="step"))
+    if len(rows) < 2:
+        return None
+    from datetime import datetime
+
+    seconds = (datetime.fromisoformat(rows[-1]["time"]) - datetime.fromisoformat(rows[0]["time"])).total_seconds()
+    return (rows[-1]["tokens"] - rows[0]["tokens"]) / seconds if seconds > 0 else None
 
 
 def losses(db: Database, run_id: str) -> list[dict]:

@@ -35,7 +35,7 @@ from lima.store import connect
 from lima.store.registry import register
 from service.engines.base import ModelLoadError
 from service.model_source import check_folder
-from training import chat_setup, recipe as recipes, runs
+from training import chat_setup, recipe as recipes, runs, service_link
 
 # torch, transformers, TRL and the judge's client are imported where used: `lima --help` and a
 # refused run should not wait seconds for them.
@@ -56,12 +56,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="cpu-demo", help=f"one of {', '.join(recipes.presets())}, or a YAML file")
     parser.add_argument("--lima", help="LIMA JSONL file or hub id (default: $LIMA_DATASET, else GAIR/lima)")
     parser.add_argument("--chains", default="project", help="dialogue chains: project, lima, or a chains JSONL file")
-    parser.add_argument("--base", help="base model folder or hub id ('embedded' = SmolLM2-135M-Instruct)")
+    parser.add_argument("--base", default=os.environ.get("LIMA_BASE_MODEL"),
+                        help="base model folder or hub id ('embedded' = SmolLM2-135M-Instruct; default: "
+                             "$LIMA_BASE_MODEL, else the preset's)")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     parser.add_argument("--lora", action="store_true", default=None, help="train LoRA adapters, merged at the end")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     parser.add_argument("--service-url", default=os.environ.get("LIMA_SERVICE_URL"),
                         help="a running `lima serve` to load the new model into (default: $LIMA_SERVICE_URL)")
+    parser.add_argument("--pause-service", choices=["auto", "always", "never"], default="auto",
+                        help="sleep the service while training (auto: when it uses the GPU this run trains on)")
     parser.add_argument("--judge-url", default=os.environ.get("LIMA_JUDGE_URL"), help="OpenAI-compatible judge")
     parser.add_argument("--judge-model", default=os.environ.get("LIMA_JUDGE_MODEL"))
 
@@ -150,18 +154,6 @@ def publish(source: Path | None, model, tokenizer, dest: Path, provenance: dict)
     return dest
 
 
-def notify_service(url: str, name: str, path: Path) -> str:
-    import httpx
-
-    try:
-        response = httpx.post(url.rstrip("/") + "/admin/models", json={"name": name, "path": str(path)}, timeout=900)
-    except httpx.HTTPError as exc:
-        return f"registered; the service at {url} could not be reached ({exc}), it will serve the model at its next start"
-    if response.status_code != 200:
-        return f"registered; the service at {url} refused it: {response.text[:300]}"
-    return f"now served as '{name}' by {url}"
-
-
 # -- the run -------------------------------------------------------------------------------------------
 
 def shared_run_id(variant: str) -> tuple[str, bool]:
@@ -240,11 +232,29 @@ def make_trainer(recipe, dataset, model, tokenizer, run_dir: Path, parameters: i
 def _train(args, recipe, dataset, base, db, run_id, run_dir, progress) -> str:
     import torch
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    is_main = progress.writes
+    pause = args.pause_service if is_main else "never"
+    with service_link.paused(args.service_url, pause, device == "cuda"):
+        outcome = _fit_select_publish(args, recipe, dataset, base, db, run_id, run_dir, progress, device)
+    if outcome is None:  # cancelled or a worker rank: nothing to register
+        return f"run {run_id} " + ("cancelled" if is_main else "worker done")
+    name, dest, used, chosen, how = outcome
+    register(db, name, str(dest), kind="trained", run_id=run_id)
+    served = service_link.notify(args.service_url, name, dest) if args.service_url else \
+        "registered; `lima serve` will serve it at its next start"
+    runs.finish(db, run_id, "done", model_name=name, model_path=str(dest), selected_checkpoint=chosen, selection=how)
+    return f"run {run_id} done: {name} -> {dest} ({how}); {served}"
+
+
+def _fit_select_publish(args, recipe, dataset, base, db, run_id, run_dir, progress, device):
+    """Steps 4 to 7 up to the published folder; None when cancelled or on a worker rank."""
+    import torch
+
     from evaluation.judge import Judge, JudgeUnavailable
     from training import residual_dropout, selection
     from training.progress import CheckpointWindow
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_base(base, device, recipe)
     parameters = sum(p.numel() for p in model.parameters())
     eot_id = chat_setup.setup(model, tokenizer, recipe.eot_token)
@@ -271,16 +281,17 @@ def _train(args, recipe, dataset, base, db, run_id, run_dir, progress) -> str:
         shutil.rmtree(run_dir, ignore_errors=True)
         runs.finish(db, run_id, "cancelled", error="cancelled at step "
                     f"{trainer.state.global_step} of {trainer.state.max_steps}; nothing was registered")
-        return f"run {run_id} cancelled"
+        return None
+    if not trainer.is_world_process_zero():
+        return None
 
     # 6. which weights to serve
-    is_main = trainer.is_world_process_zero()
     final_model = trainer.model.merge_and_unload() if recipe.lora.enabled else trainer.model
     judge = Judge(args.judge_url, args.judge_model) if args.judge_url and args.judge_model else Judge.from_env()
     candidates = [selection.Candidate(epoch, run_dir / f"checkpoint-{step}") for epoch, step in
                   sorted(window.saved.items())] if not recipe.lora.enabled else []
     chosen, how = None, "final weights (no checkpoint in the epoch window)"
-    if candidates and is_main:
+    if candidates:
         def load(path):
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -292,10 +303,8 @@ def _train(args, recipe, dataset, base, db, run_id, run_dir, progress) -> str:
                                            recipe.checkpoints.dev_max_new_tokens, judge)
         except JudgeUnavailable as exc:
             raise TrainingError(str(exc)) from exc
-    if not is_main:
-        return f"run {run_id}: worker done"
 
-    # 7. publish, register, serve
+    # 7. publish the chosen weights as a complete folder
     name = MODEL_NAMES[args.variant]
     dest = home.models_dir() / f"{args.variant}-{run_id}"
     provenance = {"run_id": run_id, "variant": args.variant, "preset": recipe.name, "base": base,
@@ -303,14 +312,9 @@ def _train(args, recipe, dataset, base, db, run_id, run_dir, progress) -> str:
                   "recipe": recipe.model_dump(), "checkpoint": chosen.path.name if chosen else "final",
                   "selection": how}
     publish(chosen.path if chosen else None, final_model, tokenizer, dest, provenance)
-    register(db, name, str(dest), kind="trained", run_id=run_id)
-    served = notify_service(args.service_url, name, dest) if args.service_url else \
-        "registered; `lima serve` will serve it at its next start"
     for checkpoint in run_dir.glob("checkpoint-*"):  # the chosen one was copied; free the disk
         shutil.rmtree(checkpoint, ignore_errors=True)
-    runs.finish(db, run_id, "done", model_name=name, model_path=str(dest),
-                selected_checkpoint=chosen.path.name if chosen else "final", selection=how)
-    return f"run {run_id} done: {name} -> {dest} ({how}); {served}"
+    return name, dest, used, chosen.path.name if chosen else "final", how
 
 
 def main(args) -> int:

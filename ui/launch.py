@@ -1,6 +1,6 @@
 """Run the product: the chat service on the embedded default and the workbench UI.
 
-    lima up [--host 127.0.0.1] [--port 7860] [--service-url URL] [--password PW]
+    lima up [--host 127.0.0.1] [--port 7860] [--engine transformers|vllm] [--service-url URL] [--password PW]
 
 Starts `lima serve` as a child process (unless --service-url points at one already running),
 waits until it answers, then serves the UI and prints its URL. Bound to localhost unless told
@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--service-url", default=os.environ.get("LIMA_SERVICE_URL"),
                         help="use this running service instead of starting one")
     parser.add_argument("--service-port", type=int, default=8000, help="port for the service `up` starts")
+    parser.add_argument("--engine", choices=["transformers", "vllm"], default=os.environ.get("LIMA_ENGINE"),
+                        help="the service's engine (default: transformers; vllm on a GPU)")
+    parser.add_argument("--base-model", default=os.environ.get("LIMA_BASE_MODEL"),
+                        help="what the service serves as `base` (default: the embedded model)")
     parser.add_argument("--password", default=os.environ.get("LIMA_PASSWORD"), help="require a login")
     parser.add_argument("--api-key", default=os.environ.get("LIMA_API_KEY"), help="the service's bearer key")
     parser.add_argument("serve_args", nargs="*", help="options passed to `lima serve` (after --)")
@@ -60,7 +64,12 @@ def main(args) -> int:
     service = None
     url = args.service_url
     if not url:
-        service, url = start_service(args.service_port, args.serve_args, args.api_key)
+        serve_args = list(args.serve_args)
+        if args.engine:
+            serve_args += ["--engine", args.engine]
+        if args.base_model:
+            serve_args += ["--base-model", args.base_model]
+        service, url = start_service(args.service_port, serve_args, args.api_key)
     os.environ["LIMA_SERVICE_URL"] = url  # training started from the UI hands its model to this service
     auth = (lambda user, password: bool(user) and password == args.password) if args.password else None
     try:

@@ -111,7 +111,7 @@ class Trainer:
         return " ".join(tail) or f"exited with code {self.process.returncode}"
 
 
-def progress_html(run: dict | None) -> str:
+def progress_html(run: dict | None, speed: float | None = None) -> str:
     if run is None:
         return "<div id='train-progress'>No training run yet.</div>"
     step, total = run["step"] or 0, run["max_steps"] or 0
@@ -120,6 +120,7 @@ def progress_html(run: dict | None) -> str:
         if run["status"] == "running" and run["eta_seconds"] else ""
     epoch = f" · epoch {run['epoch']:.2f}" if run["epoch"] is not None else ""
     loss = f" · loss {run['loss']:.3f}" if run["loss"] is not None else ""
+    loss += f" · {speed:.0f} tokens/s" if speed else ""
     detail = run["error"] if run["status"] in ("failed", "cancelled") else (run["model_path"] or "")
     return (f"<div id='train-progress' data-status='{run['status']}' data-step='{step}' data-total='{total}'>"
             f"<progress value='{percent:.1f}' max='100' style='width:100%;height:1.2em'></progress>"
@@ -186,7 +187,8 @@ def build(service_url: str) -> dict:
             low, high = float(points["loss"].min()), float(points["loss"].max())
             pad = max(0.05, (high - low) * 0.1)
             points = gr.update(value=points, y_lim=[round(low - pad, 2), round(high + pad, 2)])
-        return progress_html(latest), points, table, note
+        speed = runs.tokens_per_second(db, latest["id"]) if latest else None
+        return progress_html(latest, speed), points, table, note
 
     timer.tick(poll, None, [progress, loss, history, message])
     return {"load": (describe, [preset, variant, chains], plan)}

@@ -89,3 +89,9 @@ def m004_comparisons_and_judgments(db: Database) -> None:
         "key": str, "protocol": str, "judge_model": str, "judge_url": str, "comparison_id": str,
         "position": int, "turn_id": int, "order": str, "result": str, "raw": str, "created": str,
     }, pk="key", not_null={"protocol", "judge_model", "created"})
+
+
+@migrations()
+def m005_progress_tokens(db: Database) -> None:
+    # TRL's running count of real (non-padding) tokens, so throughput can be read off the log.
+    db["run_progress"].add_column("tokens", int)

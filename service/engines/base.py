@@ -86,5 +86,9 @@ class Engine(ABC):
     def sleeping(self) -> bool:
         return False
 
+    def gpus(self) -> str:
+        """The CUDA devices this engine's models occupy ('none' on a CPU), for training to avoid."""
+        return "none"
+
     async def close(self) -> None:
         """Stop everything this engine started."""

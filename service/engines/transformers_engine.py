@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -174,10 +175,28 @@ class TransformersEngine(Engine):
     def sleeping(self) -> bool:
         return self._sleeping
 
-    async def sleep(self) -> None:
-        """On a GPU, move every model to host memory so a training run can have the device."""
+    def gpus(self) -> str:
+        if not self.device.startswith("cuda"):
+            return "none"
+        index = self.device.partition(":")[2]
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible and index:
+            return visible.split(",")[int(index)]
+        return visible or index or "all"
+
+    async def sleep(self, drain_timeout: float = 60) -> None:
+        """Refuse new requests; on a GPU let running replies finish (up to ``drain_timeout``), then
+        move every model to host memory so a training run can have the device."""
         self._sleeping = True
         if self.device.startswith("cuda"):
+            deadline = asyncio.get_running_loop().time() + drain_timeout
+            while any(not m.batcher.idle for m in self._models.values()):
+                if asyncio.get_running_loop().time() > deadline:
+                    for loaded in self._models.values():  # what still runs ends with a reason
+                        await asyncio.wrap_future(self.compute.call(
+                            loaded.batcher._fail_all, "the model is retraining: this reply was cut short"))
+                    break
+                await asyncio.sleep(0.2)
             for loaded in self._models.values():
                 await asyncio.wrap_future(self.compute.call(loaded.model.to, "cpu"))
             torch.cuda.empty_cache()

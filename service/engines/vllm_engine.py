@@ -285,6 +285,9 @@ class VllmEngine(Engine):
     def sleeping(self) -> bool:
         return self._sleeping
 
+    def gpus(self) -> str:
+        return os.environ.get("CUDA_VISIBLE_DEVICES", "all")
+
     async def sleep(self) -> None:
         self._sleeping = True
         async with httpx.AsyncClient(timeout=120) as client:

@@ -34,4 +34,4 @@ def train_args(base: Path, lima: Path, variant: str = "dialogue", chains: str = 
     return argparse.Namespace(variant=variant, preset="cpu-demo", lima=str(lima), chains=chains, base=str(base),
                               max_steps=kw.get("max_steps"), lora=kw.get("lora"), set=[*TINY, *extra],
                               service_url=kw.get("service_url"), judge_url=kw.get("judge_url"),
-                              judge_model=kw.get("judge_model"))
+                              judge_model=kw.get("judge_model"), pause_service=kw.get("pause_service", "auto"))
