@@ -29,7 +29,7 @@ import openai  # noqa: E402
 import torch  # noqa: E402
 
 from service import embedded_model  # noqa: E402
-from tests.helpers.server import running  # noqa: E402
+from ui.launch import start_service  # noqa: E402
 
 PROMPTS = [
     "Explain how a bicycle's gears make climbing hills easier.",
@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--prompts", type=int, default=3)
     parser.add_argument("--model", help="model folder (default: the prepared embedded model)")
+    parser.add_argument("--port", type=int, default=8790, help="port for the service under test")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     from transformers import AutoTokenizer
@@ -129,9 +130,10 @@ def main() -> None:
         del model
 
     for quantize in ("none", "int8"):
-        with tempfile.TemporaryDirectory() as home:
-            serve_args = ["serve", "--no-registry", "--quantize", quantize, "--model", f"base={folder}"]
-            with running(serve_args, "/health", Path(home) / "serve.log", env={"LIMA_HOME": home}) as base:
+        with tempfile.TemporaryDirectory() as logs:
+            process, base = start_service(args.port, ["--no-registry", "--quantize", quantize,
+                                                      "--model", f"base={folder}"], log=Path(logs) / "serve.log")
+            try:
                 timed_stream(base, prompts[0], 8)  # warm-up
                 runs = [timed_stream(base, p, args.tokens) for p in prompts]
                 rows.append((f"service over HTTP ({'float32' if quantize == 'none' else 'int8'}, streaming)",
@@ -139,6 +141,9 @@ def main() -> None:
                 if quantize == "int8":
                     aggregate = {k: concurrent(base, k, args.tokens) for k in (1, 4, 8)}
                     memory = memory_mib(httpx.get(base + "/health").json()["pid"])
+            finally:
+                process.terminate()
+                process.wait(30)
 
     anchor = llama_cpp_anchor(prompts, tokenizer, args.tokens)
     if anchor:

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-
-
-def _serve(args) -> int:
-    from service.main import main
-
-    return main(args)
 
 
 def _models_prepare(args) -> int:
@@ -35,42 +30,6 @@ def _models_list(args) -> int:
     return 0
 
 
-def _dialogues_check(args) -> int:
-    from dialogues.check import main
-
-    return main(args)
-
-
-def _up(args) -> int:
-    from ui.launch import main
-
-    return main(args)
-
-
-def _report(args) -> int:
-    from evaluation.report import main
-
-    return main(args)
-
-
-def _judge(args) -> int:
-    from evaluation.pairwise import main
-
-    return main(args)
-
-
-def _replay(args) -> int:
-    from evaluation.replay import main
-
-    return main(args)
-
-
-def _train(args) -> int:
-    from training.train import main
-
-    return main(args)
-
-
 def _runs_list(args) -> int:
     from lima.store import connect
     from training import runs
@@ -94,21 +53,29 @@ def _runs_cancel(args) -> int:
     return 0
 
 
+# Commands served by one module each: its add_arguments(parser) and main(args).
+MODULE_COMMANDS = [
+    ("serve", "run the OpenAI-compatible chat service", "service.main"),
+    ("up", "start the chat service and the workbench UI, print the URL", "ui.launch"),
+    ("train", "train the zero-shot or dialogue variant with the LIMA recipe (TRL)", "training.train"),
+    ("report", "print the side-by-side table; write Markdown and the PNG chart", "evaluation.report"),
+    ("judge", "run an LLM judge (OpenAI protocol) over saved comparisons and turns", "evaluation.pairwise"),
+    ("replay", "re-run a saved conversation's user turns on another model", "evaluation.replay"),
+]
+
+
+def _module_command(sub, name: str, help_line: str, module_name: str) -> None:
+    module = importlib.import_module(module_name)  # light at import: heavy libraries load in main()
+    parser = sub.add_parser(name, help=help_line)
+    module.add_arguments(parser)
+    parser.set_defaults(func=module.main)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lima", description="LIMA Studio: chat, rate, retrain, compare.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    from service.main import add_arguments as serve_arguments
-
-    serve = sub.add_parser("serve", help="run the OpenAI-compatible chat service")
-    serve_arguments(serve)
-    serve.set_defaults(func=_serve)
-
-    from ui.launch import add_arguments as up_arguments
-
-    up = sub.add_parser("up", help="start the chat service and the workbench UI, print the URL")
-    up_arguments(up)
-    up.set_defaults(func=_up)
+    for name, help_line, module_name in MODULE_COMMANDS:
+        _module_command(sub, name, help_line, module_name)
 
     models = sub.add_parser("models", help="prepare and list models")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
@@ -118,37 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing = models_sub.add_parser("list", help="show the embedded model and every registered model")
     listing.set_defaults(func=_models_list)
 
-    from dialogues.check import add_arguments as check_arguments
-
     dialogues = sub.add_parser("dialogues", help="validate and inspect the dialogue chains and openers")
     dialogues_sub = dialogues.add_subparsers(dest="dialogues_command", required=True, metavar="ACTION")
-    check = dialogues_sub.add_parser("check", help="validate chains and openers, print counts and length statistics")
-    check_arguments(check)
-    check.set_defaults(func=_dialogues_check)
-
-    from training.train import add_arguments as train_arguments
-
-    train = sub.add_parser("train", help="train the zero-shot or dialogue variant with the LIMA recipe (TRL)")
-    train_arguments(train)
-    train.set_defaults(func=_train)
-
-    from evaluation.report import add_arguments as report_arguments
-
-    report = sub.add_parser("report", help="print the side-by-side table; write Markdown and the PNG chart")
-    report_arguments(report)
-    report.set_defaults(func=_report)
-
-    from evaluation.pairwise import add_arguments as judge_arguments
-
-    judge = sub.add_parser("judge", help="run an LLM judge (OpenAI protocol) over saved comparisons and turns")
-    judge_arguments(judge)
-    judge.set_defaults(func=_judge)
-
-    from evaluation.replay import add_arguments as replay_arguments
-
-    replay = sub.add_parser("replay", help="re-run a saved conversation's user turns on another model")
-    replay_arguments(replay)
-    replay.set_defaults(func=_replay)
+    _module_command(dialogues_sub, "check", "validate chains and openers, print counts and length statistics",
+                    "dialogues.check")
 
     runs = sub.add_parser("runs", help="list or cancel training runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -37,12 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("serve_args", nargs="*", help="options passed to `lima serve` (after --)")
 
 
-def start_service(port: int, serve_args: list[str], api_key: str | None) -> tuple[subprocess.Popen, str]:
+def start_service(port: int, serve_args: list[str], api_key: str | None = None,
+                  log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`lima serve` as a child on ``port``, once it answers; its output goes to ``log`` or this terminal
+    (where the first run's model preparation shows its progress)."""
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "lima.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *serve_args]
     if api_key:
         cmd += ["--api-key", api_key]
-    process = subprocess.Popen(cmd, start_new_session=True)  # its progress (first-run model prep) shows here
+    out = open(log, "wb") if log else None
+    process = subprocess.Popen(cmd, start_new_session=True, stdout=out, stderr=subprocess.STDOUT if out else None)
     while True:
         if process.poll() is not None:
             raise SystemExit(f"lima up: the chat service exited with code {process.returncode}; see above")

@@ -71,7 +71,7 @@ def describe(preset: str, variant: str, chains: str) -> str:
     return f"{' + '.join(parts)} · base {base} · {recipe.description}"
 
 
-class Trainer:
+class TrainingProcess:
     """Starts and tracks the training subprocess for this UI."""
 
     def __init__(self, service_url: str):
@@ -129,7 +129,7 @@ def progress_html(run: dict | None, speed: float | None = None) -> str:
 
 
 def build(service_url: str) -> dict:
-    trainer = Trainer(service_url)
+    trainer = TrainingProcess(service_url)
     default_preset = "lima-paper" if os.environ.get("LIMA_ENGINE") == "vllm" else "cpu-demo"
     with gr.Row():
         preset = gr.Dropdown(label="Preset", choices=preset_choices(), value=default_preset, elem_id="preset")

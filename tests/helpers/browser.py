@@ -6,13 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from tests.helpers.server import free_port
+from tests.helpers.server import free_port, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Without these, chromium keeps trying to reach Google's hosts, which this network refuses.
@@ -34,18 +31,7 @@ def studio(home: Path, serve_args: list[str], env: dict | None = None, timeout: 
                                    start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"lima up exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"lima up did not answer in {timeout}s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_for(url, process, log, timeout)
         yield url
     finally:
         os.killpg(process.pid, 15)
