@@ -38,9 +38,11 @@ def _error(status: int, message: str, type: str, code: str | None = None, param:
                         content={"error": {"message": message, "type": type, "param": param, "code": code}})
 
 
-def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
-    """The app over ``engine``; whoever created the engine closes it."""
+def create_app(engine: Engine, api_key: str | None = None, failures: dict[str, str] | None = None) -> FastAPI:
+    """The app over ``engine``; whoever created the engine closes it. ``failures`` names the models
+    that could not load at start and why, so a request for one gets the reason, not a bare 404."""
     app = FastAPI(title="LIMA Studio service")
+    failures = dict(failures or {})
     app.state.engine = engine
 
     def authorized(request: Request) -> None:
@@ -68,7 +70,8 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
     @app.get("/health")
     async def health():
         return {"status": "sleeping" if engine.sleeping else "ok", "engine": engine.kind,
-                "models": [m.name for m in engine.models()], "gpus": engine.gpus(), "pid": os.getpid()}
+                "models": [m.name for m in engine.models()], "failed": failures, "gpus": engine.gpus(),
+                "pid": os.getpid()}
 
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def list_models():
@@ -81,6 +84,8 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
     @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
     async def chat_completions(req: ChatCompletionRequest):
         params = SamplingParams.from_request(req)
+        if req.model in failures and req.model not in {m.name for m in engine.models()}:
+            raise EngineUnavailable(f"model '{req.model}' could not be loaded: {failures[req.model]}")
         prepared = await engine.prepare(req.model, req.openai_messages(), params)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if req.stream:
@@ -91,6 +96,7 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
     @app.post("/admin/models", dependencies=[Depends(authorized)])
     async def add_model(body: ModelRegistration):
         info = await engine.add_model(body.name, body.path)
+        failures.pop(body.name, None)
         return {"id": info.name, "root": info.source, "max_model_len": info.context_length, "engine": info.engine}
 
     @app.delete("/admin/models/{name}", dependencies=[Depends(authorized)])

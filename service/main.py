@@ -4,8 +4,9 @@
 
 Serves ``base`` (the embedded SmolLM2-135M-Instruct, prepared on first run, unless ``--model
 base=...`` or ``--base-model`` names another folder or hub id), every model in the registry of ``$LIMA_HOME/lima.db``
-(trained variants), and every ``--model``. A model that fails to load from the registry is
-reported and skipped; one named on the command line stops the start with the reason.
+(trained variants), and every ``--model``. A model that fails to load is reported (in the log,
+in ``/health`` and to whoever asks for it) and the service starts on the others; it refuses to
+start only when nothing loaded.
 """
 
 from __future__ import annotations
@@ -77,14 +78,20 @@ async def serve(args) -> None:
 
     named, from_registry = models_to_serve(args)
     engine = build_engine(args)
-    for name, source in named.items():
-        await engine.add_model(name, source)
-    for name, source in from_registry.items():
-        try:
-            await engine.add_model(name, source)
-        except ModelLoadError as exc:
-            log.error("skipping registered model: %s", exc)
-    app = create_app(engine, api_key=args.api_key)
+    failures: dict[str, str] = {}
+    # One model that cannot load (out of GPU memory, a deleted folder) must not take the others
+    # down: it is reported, and the service starts on what did load.
+    for kind, models in (("named", named), ("registered", from_registry)):
+        for name, source in models.items():
+            try:
+                await engine.add_model(name, source)
+            except ModelLoadError as exc:
+                failures[name] = str(exc)
+                log.error("skipping %s model: %s", kind, exc)
+    if not engine.models():
+        await engine.close()
+        raise ModelLoadError("no model could be loaded: " + "; ".join(failures.values()))
+    app = create_app(engine, api_key=args.api_key, failures=failures)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
     print(f"LIMA Studio service on http://{args.host}:{args.port}/v1 serving {', '.join(m.name for m in engine.models())}",
           flush=True)

@@ -24,3 +24,14 @@ def test_registering_again_replaces_the_folder(tiny_base, tmp_path):
     register(db, "lima-dialogue", "/old", kind="trained")
     register(db, "lima-dialogue", str(tiny_base), kind="trained")
     assert registered(db) == {"lima-dialogue": str(tiny_base)}
+
+
+def test_a_named_model_that_fails_does_not_stop_the_others(tiny_base, tmp_path):
+    log = tmp_path / "serve.log"
+    with running(["serve", "--no-registry", "--model", f"base={tiny_base}", "--model",
+                  f"broken={tmp_path / 'missing'}"], "/health", log) as base:
+        health = httpx.get(base + "/health").json()
+        assert health["models"] == ["base"] and "does not exist" in health["failed"]["broken"]
+        r = httpx.post(base + "/v1/chat/completions", json={"model": "broken", "messages": [
+            {"role": "user", "content": "hi"}]})
+        assert r.status_code == 503 and "could not be loaded" in r.json()["error"]["message"]
