@@ -60,7 +60,8 @@ def test_sampling_overrides_are_honoured(client):
 
 def test_health_answers_while_a_long_stream_runs(service, client):
     stream = client.chat.completions.create(model="base", messages=[{"role": "user", "content": "go"}],
-                                            max_tokens=400, temperature=0.7, stream=True)
+                                            max_tokens=400, temperature=0.7, stream=True,
+                                            extra_body={"ignore_eos": True})  # a long stream, always
     first = next(iter(stream))
     assert first.choices[0].delta.role == "assistant"
     health = httpx.get(service + "/health", timeout=5)  # the event loop is not busy generating
