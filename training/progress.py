@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 
 from transformers import TrainerCallback
 
 from training import runs
+
+log = logging.getLogger("lima.train")
 
 
 class DatabaseProgress(TrainerCallback):
@@ -36,9 +40,12 @@ class DatabaseProgress(TrainerCallback):
         if "loss" not in logs or not self.writes:
             return
         tokens = logs.get("num_tokens")
-        runs.progress(self.db, self.run_id, state.global_step, state.max_steps, round(state.epoch or 0, 4),
-                      logs.get("loss"), logs.get("learning_rate"), logs.get("grad_norm"), self._eta(state),
-                      int(tokens) if tokens is not None else None)
+        try:
+            runs.progress(self.db, self.run_id, state.global_step, state.max_steps, round(state.epoch or 0, 4),
+                          logs.get("loss"), logs.get("learning_rate"), logs.get("grad_norm"), self._eta(state),
+                          int(tokens) if tokens is not None else None)
+        except sqlite3.OperationalError as exc:  # a missed progress row must never stop the training
+            log.warning("progress of step %d not recorded: %s", state.global_step, exc)
 
     def on_step_end(self, args, state, control, **kwargs):
         if runs.cancel_requested(self.db, self.run_id):

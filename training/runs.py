@@ -16,6 +16,7 @@ from sqlite_utils import Database
 
 from lima import home
 from lima.store import utcnow
+from lima.store.db import write_lock
 
 STATUSES = ("running", "done", "failed", "cancelled")
 
@@ -76,14 +77,18 @@ def progress(db: Database, run_id: str, step: int, max_steps: int, epoch: float,
              learning_rate: float | None, grad_norm: float | None, eta_seconds: float | None,
              tokens: int | None = None) -> None:
     now = utcnow()
-    with db.atomic():
-        db["run_progress"].insert({"run_id": run_id, "step": step, "max_steps": max_steps, "epoch": epoch,
-                                   "loss": loss, "learning_rate": learning_rate, "grad_norm": grad_norm,
-                                   "eta_seconds": eta_seconds, "tokens": tokens, "time": now})
-        latest = {"step": step, "max_steps": max_steps, "epoch": epoch, "eta_seconds": eta_seconds, "updated": now}
-        if loss is not None:
-            latest.update(loss=loss, learning_rate=learning_rate)
-        db["runs"].update(run_id, latest)
+    # BEGIN IMMEDIATE and plain statements: a deferred transaction that reads (sqlite-utils looks up
+    # the schema before inserting) and then writes fails at once with "database is locked" when
+    # another connection (the UI polling, a cancel) committed in between.
+    with write_lock(db):
+        db.conn.execute(
+            "insert into run_progress (run_id, step, max_steps, epoch, loss, learning_rate, grad_norm, "
+            "eta_seconds, tokens, time) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, step, max_steps, epoch, loss, learning_rate, grad_norm, eta_seconds, tokens, now])
+        db.conn.execute(
+            "update runs set step = ?, max_steps = ?, epoch = ?, eta_seconds = ?, updated = ?, "
+            "loss = coalesce(?, loss), learning_rate = coalesce(?, learning_rate) where id = ?",
+            [step, max_steps, epoch, eta_seconds, now, loss, learning_rate if loss is not None else None, run_id])
 
 
 def finish(db: Database, run_id: str, status: str, error: str | None = None, **fields) -> None:

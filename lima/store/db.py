@@ -35,9 +35,11 @@ def write_lock(db: Database):
     try:
         yield db
     except BaseException:
-        db.conn.execute("ROLLBACK")
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
         raise
-    db.conn.execute("COMMIT")
+    if db.conn.in_transaction:
+        db.conn.execute("COMMIT")
 
 
 def connect(path: str | Path | None = None) -> Database:
