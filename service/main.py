@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=os.environ.get("LIMA_API_KEY"), help="require this bearer key")
     parser.add_argument("--quantize", choices=["int8", "none"], help="transformers engine: int8 weights (CPU default)")
     parser.add_argument("--device", help="transformers engine: cpu, cuda, cuda:1 ... (default: cuda if present)")
+    parser.add_argument("--cpu-decoder", choices=["lean", "forward"], default="lean",
+                        help="transformers engine on a CPU: the compiled lean decoder for Llama-family models "
+                             "(default) or transformers' forward")
     parser.add_argument("--max-batch", type=int, default=8, help="transformers engine: concurrent sequences per model")
     parser.add_argument("--vllm-executable", default=os.environ.get("LIMA_VLLM", "vllm"),
                         help="the `vllm` command of vLLM's own environment")
@@ -54,7 +57,8 @@ def build_engine(args) -> Engine:
                           require_gpu=os.environ.get("LIMA_VLLM_REQUIRE_GPU", "1") != "0")
     from service.engines.transformers_engine import TransformersEngine
 
-    return TransformersEngine(device=args.device, quantize=args.quantize, max_batch=args.max_batch)
+    return TransformersEngine(device=args.device, quantize=args.quantize, max_batch=args.max_batch,
+                             cpu_decoder=args.cpu_decoder)
 
 
 def models_to_serve(args) -> tuple[dict[str, str], dict[str, str]]:

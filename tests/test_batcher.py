@@ -1,4 +1,6 @@
-"""The continuous batcher in-process: stop tokens, cancellation, generate-equivalence, int8."""
+"""The continuous batcher in-process: stop tokens, cancellation, generate-equivalence, int8.
+
+Every batcher is given a runner: transformers' forward, or the lean decoder (fast_llama)."""
 
 import threading
 import time
@@ -7,8 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from service.engines.batcher import ComputeThread, Sequence
-from service.engines.transformers_engine import load_model
+from service.engines.batcher import ComputeThread, ForwardRunner, Sequence
+from service.engines.fast_llama import FastLlama
+from service.engines.transformers_engine import load_model, load_runner
 from service.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0, repetition_penalty=1.0)
@@ -40,11 +43,13 @@ def run(batcher, prompt_ids, params=GREEDY, max_new=20):
     return deltas, seq
 
 
-def test_greedy_output_equals_model_generate(tiny, compute):
+@pytest.mark.parametrize("decoder", ["forward", "lean"])
+def test_greedy_output_equals_model_generate(tiny, compute, decoder):
     model, tok = tiny
     prompt = tok("the quick brown fox").input_ids
     expected = model.generate(torch.tensor([prompt]), max_new_tokens=15, do_sample=False, min_new_tokens=15)
-    batcher = compute.serve(model, tok, eos_ids=set(), name="t")
+    runner = ForwardRunner(model) if decoder == "forward" else FastLlama(model, quantize="none", compile=False)
+    batcher = compute.serve(runner, tok, eos_ids=set(), name="t")
     try:
         deltas, seq = run(batcher, prompt, max_new=15)
     finally:
@@ -57,7 +62,7 @@ def test_end_of_turn_token_stops_and_is_not_shown(tiny, compute):
     model, tok = tiny
     prompt = tok("hello").input_ids
     first = int(model.generate(torch.tensor([prompt]), max_new_tokens=1, do_sample=False)[0, -1])
-    batcher = compute.serve(model, tok, eos_ids={first}, name="t")
+    batcher = compute.serve(ForwardRunner(model), tok, eos_ids={first}, name="t")
     try:
         deltas, seq = run(batcher, prompt)
     finally:
@@ -70,7 +75,7 @@ def test_end_of_turn_token_stops_and_is_not_shown(tiny, compute):
 
 def test_cancelled_sequence_leaves_the_batch(tiny, compute):
     model, tok = tiny
-    batcher = compute.serve(model, tok, eos_ids=set(), name="t")
+    batcher = compute.serve(ForwardRunner(model), tok, eos_ids=set(), name="t")
     try:
         started = threading.Event()
         seq = Sequence(tok("go").input_ids, GREEDY, 100_000, lambda d: started.set())
@@ -91,7 +96,7 @@ def test_cancelled_sequence_leaves_the_batch(tiny, compute):
 def test_int8_quantized_model_generates(tiny_base, compute):
     model, tok = compute.call(load_model, "base", str(tiny_base), "cpu", torch.float32, "int8").result()
     assert model.model.layers[0].mlp.down_proj.weight().dtype == torch.qint8
-    batcher = compute.serve(model, tok, eos_ids=set(), name="q")
+    batcher = compute.serve(ForwardRunner(model), tok, eos_ids=set(), name="q")
     try:
         deltas, seq = run(batcher, tok("hello").input_ids, params=SamplingParams(), max_new=8)
     finally:
@@ -101,7 +106,7 @@ def test_int8_quantized_model_generates(tiny_base, compute):
 
 def test_unloading_fails_waiting_requests_with_a_reason(tiny, compute):
     model, tok = tiny
-    batcher = compute.serve(model, tok, eos_ids=set(), name="t")
+    batcher = compute.serve(ForwardRunner(model), tok, eos_ids=set(), name="t")
     got = []
     seq = Sequence(tok("go").input_ids, GREEDY, 100_000, got.append)
     batcher.submit(seq)
@@ -114,7 +119,8 @@ def test_unloading_fails_waiting_requests_with_a_reason(tiny, compute):
 def test_two_models_share_the_compute_thread(tiny, tiny_base, compute):
     model, tok = tiny
     other = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
-    first, second = compute.serve(model, tok, set(), name="a"), compute.serve(other, tok, set(), name="b")
+    first = compute.serve(ForwardRunner(model), tok, set(), name="a")
+    second = compute.serve(ForwardRunner(other), tok, set(), name="b")
     results = {}
     threads = [threading.Thread(target=lambda b=b, k=k: results.__setitem__(k, run(b, tok("hello").input_ids)))
                for k, b in (("a", first), ("b", second))]
@@ -123,3 +129,15 @@ def test_two_models_share_the_compute_thread(tiny, tiny_base, compute):
     assert results["a"][1].output_ids == results["b"][1].output_ids  # same weights, same greedy answer
     first.stop(drain=True)
     assert compute.batchers == [second]
+
+
+def test_cpu_default_is_the_compiled_int8_lean_decoder(tiny_base, compute):
+    runner, tok, stops, context = compute.call(load_runner, "base", str(tiny_base), "cpu", torch.float32,
+                                               "int8", "lean").result()
+    assert isinstance(runner, FastLlama) and runner.compiled  # compiling worked here, no eager fallback
+    batcher = compute.serve(runner, tok, stops, name="q")
+    try:
+        deltas, seq = run(batcher, tok("hello").input_ids, params=SamplingParams(), max_new=8)
+    finally:
+        batcher.stop()
+    assert len(seq.output_ids) == 8 and deltas[-1].finish_reason == "length"

@@ -53,16 +53,36 @@ class Sequence:
     finish_reason: str | None = None
 
 
-class Batcher:
-    """The running batch of one model. Every method but ``submit`` runs on the compute thread."""
+class ForwardRunner:
+    """Prefill and decode through the model's own ``forward`` (any architecture, any device)."""
 
-    def __init__(self, compute: "ComputeThread", model, tokenizer, eos_ids: set[int], max_batch: int = 8,
+    def __init__(self, model):
+        self.model, self.config = model, model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device  # follows the model to the CPU and back on sleep
+
+    def prefill(self, ids: torch.Tensor, cache) -> torch.Tensor:
+        return self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+    def decode(self, last: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        return self.model(input_ids=last, attention_mask=mask, position_ids=positions.unsqueeze(1),
+                          past_key_values=cache, use_cache=True).logits[:, -1]
+
+
+class Batcher:
+    """The running batch of one model. Every method but ``submit`` runs on the compute thread.
+
+    ``runner`` does the arithmetic: a ``ForwardRunner`` or the CPU's lean decoder (fast_llama)."""
+
+    def __init__(self, compute: "ComputeThread", runner, tokenizer, eos_ids: set[int], max_batch: int = 8,
                  name: str = "model"):
-        self.compute, self.model, self.tokenizer, self.eos_ids = compute, model, tokenizer, eos_ids
+        self.compute, self.runner, self.tokenizer, self.eos_ids = compute, runner, tokenizer, eos_ids
         self.max_batch, self.name = max_batch, name
-        self.device = next(model.parameters()).device
-        self.num_layers = model.config.get_text_config().num_hidden_layers
-        self.vocab_size = model.config.get_text_config().vocab_size  # logits width, padding rows included
+        self.device = runner.device
+        self.num_layers = runner.config.get_text_config().num_hidden_layers
+        self.vocab_size = runner.config.get_text_config().vocab_size  # logits width, padding rows included
         self.waiting: queue.Queue[Sequence] = queue.Queue()
         self.retiring: str | None = None  # None, "drain" (finish what was submitted) or "now"
         self._reset()
@@ -119,10 +139,10 @@ class Batcher:
             return
         ids = torch.tensor([seq.prompt_ids], device=self.device)
         single = kv_cache.new_cache(self.num_layers)
-        out = self.model(input_ids=ids, past_key_values=single, use_cache=True, logits_to_keep=1)
+        logits = self.runner.prefill(ids, single)
         row = len(self.active)
         self.sampler.add_row(seq.params, seq.prompt_ids)
-        token = self.sampler.sample(out.logits[:, -1], rows=[row])
+        token = self.sampler.sample(logits, rows=[row])
         if self._push(seq, int(token[0])):
             self.sampler.keep_rows(torch.arange(row))
             return
@@ -135,10 +155,9 @@ class Batcher:
     def _step(self) -> None:
         ones = torch.ones(len(self.active), 1, dtype=self.mask.dtype, device=self.device)
         mask = torch.cat([self.mask, ones], dim=1)
-        out = self.model(input_ids=self.last, attention_mask=mask, position_ids=self.positions.unsqueeze(1),
-                         past_key_values=self.cache, use_cache=True)
+        logits = self.runner.decode(self.last, mask, self.positions, self.cache)
         self.mask, self.positions = mask, self.positions + 1
-        tokens = self.sampler.sample(out.logits[:, -1])
+        tokens = self.sampler.sample(logits)
         self.last = tokens.view(-1, 1)
         done = [self._push(seq, int(t)) for seq, t in zip(self.active, tokens.tolist())]
         if any(done):
@@ -230,9 +249,9 @@ class ComputeThread:
         self.wake.set()
         return future
 
-    def serve(self, model, tokenizer, eos_ids: set[int], max_batch: int = 8, name: str = "model") -> Batcher:
-        """A batcher for ``model``, stepped by this thread from now on (call from any thread)."""
-        batcher = Batcher(self, model, tokenizer, eos_ids, max_batch, name)
+    def serve(self, runner, tokenizer, eos_ids: set[int], max_batch: int = 8, name: str = "model") -> Batcher:
+        """A batcher for ``runner``, stepped by this thread from now on (call from any thread)."""
+        batcher = Batcher(self, runner, tokenizer, eos_ids, max_batch, name)
         self.call(self.batchers.append, batcher).result()
         return batcher
 

@@ -28,7 +28,8 @@ class GrowableLayer(DynamicLayer):
         self.length = 0
         self.is_initialized = True
 
-    def _reserve(self, needed: int) -> None:
+    def reserve(self, needed: int) -> None:
+        """Make room for ``needed`` columns (the lean decoder writes in place, past ``length``)."""
         capacity = self.keys.shape[-2]
         if needed <= capacity:
             return
@@ -40,7 +41,7 @@ class GrowableLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         n = key_states.shape[-2]
-        self._reserve(self.length + n)
+        self.reserve(self.length + n)
         self.keys[:, :, self.length:self.length + n] = key_states
         self.values[:, :, self.length:self.length + n] = value_states
         self.length += n
@@ -64,8 +65,12 @@ class GrowableLayer(DynamicLayer):
         return self.keys[:, :, : self.length], self.values[:, :, : self.length]
 
     def replace(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self.adopt(keys, values, keys.shape[-2])
+
+    def adopt(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        """Take buffers whose first ``length`` columns are filled."""
         self.dtype, self.device = keys.dtype, keys.device
-        self.keys, self.values, self.length = keys, values, keys.shape[-2]
+        self.keys, self.values, self.length = keys, values, length
         self.is_initialized = True
 
 

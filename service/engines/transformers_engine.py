@@ -1,9 +1,11 @@
 """The embedded engine: transformers models in this process, one continuous batcher each.
 
-On a CPU the linear layers are quantized to int8 after loading (``torch.ao`` dynamic
-quantization): decoding a small model is bound by reading the weights once per token, and int8
-reads a quarter of float32. ``--quantize none`` serves the weights as stored. On a GPU models load
-in bfloat16. The model's own chat template renders prompts; a model without one (a raw base
+On a CPU weights are int8 (decoding a small model is bound by reading the weights once per token,
+and int8 reads a quarter of float32) and Llama-family models decode through the lean compiled
+decoder of ``fast_llama`` (``--cpu-decoder lean``, the default); other architectures, or
+``--cpu-decoder forward``, run transformers' ``forward`` with ``torch.ao`` dynamic int8 linears.
+``--quantize none`` serves the weights as stored. On a GPU models load in bfloat16 and run
+``forward``. The model's own chat template renders prompts; a model without one (a raw base
 model) gets the LIMA format with its own EOS as end of turn.
 """
 
@@ -19,7 +21,8 @@ import torch
 
 from lima import chat_format
 from service.engines.base import Delta, Engine, EngineUnavailable, ModelInfo, ModelLoadError, Prepared
-from service.engines.batcher import Batcher, ComputeThread, Sequence
+from service.engines import fast_llama
+from service.engines.batcher import Batcher, ComputeThread, ForwardRunner, Sequence
 from service.model_source import check_folder
 from service.protocol import PAPER_SAMPLING, RequestError
 from service.sampling import SamplingParams
@@ -30,7 +33,7 @@ log = logging.getLogger("lima.engine")
 @dataclass
 class LoadedModel:
     info: ModelInfo
-    model: torch.nn.Module
+    runner: object  # ForwardRunner or fast_llama.FastLlama
     tokenizer: object
     batcher: Batcher
     context_length: int
@@ -59,7 +62,8 @@ def context_length(model, tokenizer) -> int:
     return int(n)
 
 
-def load_model(name: str, source: str, device: str, dtype: torch.dtype, quantize: str) -> tuple:
+def load_model(name: str, source: str, device: str, dtype: torch.dtype, quantize: str = "none") -> tuple:
+    """(model, tokenizer); ``quantize="int8"`` swaps the linears for dynamic int8 ones."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = check_folder(name, source)
@@ -86,16 +90,39 @@ def load_model(name: str, source: str, device: str, dtype: torch.dtype, quantize
     return model, tokenizer
 
 
+def load_runner(name: str, source: str, device: str, dtype: torch.dtype, quantize: str, decoder: str) -> tuple:
+    """(runner, tokenizer, stop ids, context length) for the batcher; runs on the compute thread."""
+    model, tokenizer = load_model(name, source, device, dtype)
+    stops, ctx = stop_token_ids(model, tokenizer), context_length(model, tokenizer)
+    reason = fast_llama.supports(model, device) if decoder == "lean" else "--cpu-decoder forward"
+    if reason is None:
+        runner = fast_llama.FastLlama(model, quantize=quantize)
+        runner.warm_up()
+        del model  # the lean decoder holds its own (int8) copy of every weight it needs
+    else:
+        if device == "cpu":
+            log.info("model '%s' decodes through transformers' forward: %s", name, reason)
+        if quantize == "int8":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from torch.ao.quantization import quantize_dynamic
+
+                model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        runner = ForwardRunner(model)
+    return runner, tokenizer, stops, ctx
+
+
 class TransformersEngine(Engine):
     kind = "transformers"
 
-    def __init__(self, device: str | None = None, quantize: str | None = None, max_batch: int = 8):
+    def __init__(self, device: str | None = None, quantize: str | None = None, max_batch: int = 8,
+                 cpu_decoder: str = "lean"):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         self.quantize = quantize or ("int8" if self.device == "cpu" else "none")
         if self.quantize == "int8" and self.device != "cpu":
             raise ValueError("int8 dynamic quantization runs on the CPU only; use --quantize none on a GPU")
-        self.max_batch = max_batch
+        self.max_batch, self.cpu_decoder = max_batch, cpu_decoder
         self.compute = ComputeThread("transformers-engine")
         self._models: dict[str, LoadedModel] = {}
         self._sleeping = False
@@ -108,16 +135,14 @@ class TransformersEngine(Engine):
 
     async def add_model(self, name: str, source: str) -> ModelInfo:
         async with self._lock:  # one load at a time: loads are memory-hungry
-            model, tokenizer = await asyncio.wrap_future(
-                self.compute.call(load_model, name, source, self.device, self.dtype, self.quantize))
-            ctx = context_length(model, tokenizer)
-            batcher = await asyncio.to_thread(self.compute.serve, model, tokenizer, stop_token_ids(model, tokenizer),
-                                              self.max_batch, name)
+            runner, tokenizer, stops, ctx = await asyncio.wrap_future(self.compute.call(
+                load_runner, name, source, self.device, self.dtype, self.quantize, self.cpu_decoder))
+            batcher = await asyncio.to_thread(self.compute.serve, runner, tokenizer, stops, self.max_batch, name)
             info = ModelInfo(name=name, source=source, engine=self.kind, context_length=ctx)
             old = self._models.get(name)
-            self._models[name] = LoadedModel(info, model, tokenizer, batcher, ctx)
+            self._models[name] = LoadedModel(info, runner, tokenizer, batcher, ctx)
         if old is not None:  # requests already running on the old weights finish on them
-            await asyncio.to_thread(old.batcher.stop, True, None)
+            await self._retire(old)
         log.info("serving %s from %s (%s, context %d)", name, source, self.device, ctx)
         return info
 
@@ -125,7 +150,12 @@ class TransformersEngine(Engine):
         loaded = self._models.pop(name, None)
         if loaded is None:
             raise RequestError(f"The model '{name}' does not exist", status=404, code="model_not_found")
+        await self._retire(loaded)
+
+    async def _retire(self, loaded: LoadedModel) -> None:
         await asyncio.to_thread(loaded.batcher.stop, True, None)
+        if hasattr(loaded.runner, "close"):
+            loaded.runner.close()  # frees the lean decoder's packed weights
 
     def _get(self, name: str) -> LoadedModel:
         if self._sleeping:
@@ -198,13 +228,13 @@ class TransformersEngine(Engine):
                     break
                 await asyncio.sleep(0.2)
             for loaded in self._models.values():
-                await asyncio.wrap_future(self.compute.call(loaded.model.to, "cpu"))
+                await asyncio.wrap_future(self.compute.call(loaded.runner.model.to, "cpu"))
             torch.cuda.empty_cache()
 
     async def wake(self) -> None:
         if self.device.startswith("cuda"):
             for loaded in self._models.values():
-                await asyncio.wrap_future(self.compute.call(loaded.model.to, self.device))
+                await asyncio.wrap_future(self.compute.call(loaded.runner.model.to, self.device))
         self._sleeping = False
 
     async def close(self) -> None:

@@ -1,0 +1,257 @@
+"""A lean decoder for Llama-family models on the CPU: int8 weights, fused projections, compiled.
+
+Why it exists: decoding the embedded 135M model through transformers' ``forward`` spends more time
+dispatching ~1,000 small operators per token than multiplying matrices. This decoder runs the
+same arithmetic with four matrix products per layer (q/k/v and gate/up fused), int8 weights with
+one scale per output row (fbgemm's dynamic-quantized linear, read once per token), and the rest
+compiled by ``torch.compile`` into a few fused kernels. Measured by ``bench/serve.py``.
+
+It reads and writes the batcher's KV cache (``kv_cache.GrowableLayer``: left-aligned rows, one
+shared column per step), so continuous batching works unchanged. Prefill runs eagerly (one call
+per request); every decode step runs the compiled graph, with the batch size and the cache length
+symbolic so neither recompiles it. Where compiling fails (no C++ compiler) it decodes eagerly.
+
+Models it does not cover (another architecture, rope that changes with length, biases) are
+served by transformers' own ``forward``; ``supports`` says which.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("lima.fast_llama")
+
+# fbgemm's packed weights are TorchScript objects, which a compiled graph cannot take as inputs.
+# The custom op below looks them up by (model slot, weight index) instead and stays opaque to the
+# compiler. The slot is a tensor input, not a constant, so every model of one shape (the base and
+# each retrained variant) shares one compiled graph, and inductor's disk cache hits across loads.
+_PACKED: dict[tuple[int, int], object] = {}
+_slots = itertools.count()
+
+
+@torch.library.custom_op("lima::int8_linear", mutates_args=())
+def int8_linear(x: torch.Tensor, slot: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
+    # reduce_range=True: the activation range quantize_dynamic uses on x86, which avoids
+    # overflow in fbgemm's 16-bit accumulation.
+    return torch.ops.quantized.linear_dynamic(x, _PACKED[int(slot), index], True)
+
+
+@int8_linear.register_fake
+def _(x: torch.Tensor, slot: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], out_features)
+
+
+def _pack_int8(weight: torch.Tensor) -> object:
+    """fbgemm's packed form of a weight quantized to int8 with one scale per output row."""
+    w = weight.detach().float().contiguous()
+    scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-8).double()
+    zero = torch.zeros(w.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():  # quantized tensors are deprecated in favour of torchao; fbgemm still ships
+        warnings.simplefilter("ignore")
+        return torch.ops.quantized.linear_prepack(torch.quantize_per_channel(w, scale, zero, 0, torch.qint8), None)
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+
+
+def _linear(x: torch.Tensor, weight, slot: torch.Tensor) -> torch.Tensor:
+    # int8 weights are (index, out_features) into the packed table; float ones are tensors
+    return int8_linear(x, slot, *weight) if isinstance(weight, tuple) else F.linear(x, weight)
+
+
+def decoder_step(shape: Shape, weights: dict, slot: torch.Tensor, tokens, positions, keys: list[torch.Tensor],
+                 values: list[torch.Tensor], columns, mask) -> torch.Tensor:
+    """Logits of each row's last token. ``tokens``/``positions``: (B, S); ``keys``/``values``: one
+    (B, kv_heads, capacity, head_dim) buffer per layer, written at ``columns`` (S,); ``mask``:
+    (B, 1, S, capacity), True where a query may attend."""
+    batch, steps = tokens.shape
+    heads, kv_heads, head_dim, hidden = shape.heads, shape.kv_heads, shape.head_dim, shape.hidden
+    x = weights["embed"][tokens]
+    freqs = positions.unsqueeze(-1).float() * weights["inv_freq"]
+    angles = torch.cat([freqs, freqs], dim=-1).unsqueeze(1)
+    cos, sin = angles.cos() * weights["rope_scale"], angles.sin() * weights["rope_scale"]
+    half = head_dim // 2
+    q_end, k_end = heads * head_dim, (heads + kv_heads) * head_dim
+
+    def rope(t):
+        return t * cos + torch.cat([-t[..., half:], t[..., :half]], dim=-1) * sin
+
+    for i, layer in enumerate(weights["layers"]):
+        h = F.rms_norm(x, (hidden,), layer["norm1"], shape.eps)
+        qkv = _linear(h, layer["qkv"], slot)
+        q = qkv[..., :q_end].view(batch, steps, heads, head_dim).transpose(1, 2)
+        k = qkv[..., q_end:k_end].view(batch, steps, kv_heads, head_dim).transpose(1, 2)
+        v = qkv[..., k_end:].view(batch, steps, kv_heads, head_dim).transpose(1, 2)
+        keys[i].index_copy_(2, columns, rope(k))
+        values[i].index_copy_(2, columns, v)
+        attn = F.scaled_dot_product_attention(rope(q), keys[i], values[i], attn_mask=mask, enable_gqa=True)
+        x = x + _linear(attn.transpose(1, 2).reshape(batch, steps, heads * head_dim), layer["o"], slot)
+        h = F.rms_norm(x, (hidden,), layer["norm2"], shape.eps)
+        gate, up = _linear(h, layer["gate_up"], slot).chunk(2, dim=-1)
+        x = x + _linear(F.silu(gate) * up, layer["down"], slot)
+    x = F.rms_norm(x[:, -1], (hidden,), weights["norm"], shape.eps)
+    return _linear(x, weights["head"], slot)
+
+
+# Weights are graph inputs, so one entry per model shape and batch kind (1 or more) is needed;
+# the default limit of 8 would silently fall back to eager after a few shapes.
+torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+_compiled_step = torch.compile(decoder_step, fullgraph=True)
+
+
+def supports(model, device: str) -> str | None:
+    """None when the lean decoder can serve ``model`` on ``device``, else the reason it cannot."""
+    config = model.config
+    if not device.startswith("cpu"):
+        return "the lean decoder runs on the CPU only"
+    if config.model_type != "llama":
+        return f"architecture {config.model_type!r} is served by transformers"
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        return "projection biases are served by transformers"
+    if getattr(config, "hidden_act", "silu") != "silu" or getattr(config, "pretraining_tp", 1) != 1:
+        return "a non-standard MLP is served by transformers"
+    rope_type = getattr(model.model.rotary_emb, "rope_type", "default")
+    if rope_type not in ("default", "llama3", "linear"):  # these have one fixed inv_freq
+        return f"rope type {rope_type!r} is served by transformers"
+    return None
+
+
+class FastLlama:
+    """The decoder of one loaded model; ``prefill`` and ``decode`` are what the batcher calls."""
+
+    def __init__(self, model, quantize: str = "int8", compile: bool = True):
+        config = model.config
+        self.config = config
+        self.device = torch.device("cpu")
+        self.shape = Shape(hidden=config.hidden_size, heads=config.num_attention_heads,
+                           kv_heads=config.num_key_value_heads,
+                           head_dim=getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
+                           eps=float(config.rms_norm_eps))
+        self.slot_id = next(_slots)
+        self.slot = torch.tensor(self.slot_id)
+        self._indices = itertools.count()
+        linear = self._pack if quantize == "int8" else (lambda w: w.detach().float().contiguous())
+        inner = model.model
+        layers = []
+        for layer in inner.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            layers.append({
+                "qkv": linear(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])),
+                "o": linear(attn.o_proj.weight),
+                "gate_up": linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+                "down": linear(mlp.down_proj.weight),
+                "norm1": layer.input_layernorm.weight.detach().float(),
+                "norm2": layer.post_attention_layernorm.weight.detach().float(),
+            })
+        self.weights = {
+            "layers": layers,
+            "embed": inner.embed_tokens.weight.detach().float(),
+            "norm": inner.norm.weight.detach().float(),
+            "head": linear(model.lm_head.weight),
+            "inv_freq": inner.rotary_emb.inv_freq.detach().float(),
+            "rope_scale": float(getattr(inner.rotary_emb, "attention_scaling", 1.0)),
+        }
+        self.compiled = compile
+
+    def _pack(self, weight: torch.Tensor) -> tuple[int, int]:
+        index = next(self._indices)
+        _PACKED[self.slot_id, index] = _pack_int8(weight)
+        return index, weight.shape[0]
+
+    def close(self) -> None:
+        for key in [k for k in _PACKED if k[0] == self.slot_id]:
+            del _PACKED[key]
+
+    def _run(self, step, tokens, positions, keys, values, columns, mask) -> torch.Tensor:
+        return step(self.shape, self.weights, self.slot, tokens, positions, keys, values, columns, mask)
+
+    def _buffers(self, batch: int, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (batch, self.shape.kv_heads, capacity, self.shape.head_dim)
+        return torch.zeros(shape), torch.zeros(shape)
+
+    def prefill(self, ids: torch.Tensor, cache) -> torch.Tensor:
+        """Run a whole prompt (1, S) into a fresh ``cache``; returns the last token's logits (1, V)."""
+        steps = ids.shape[1]
+        capacity = max(steps, 64)
+        buffers = [self._buffers(1, capacity) for _ in cache.layers]
+        causal = torch.ones(steps, capacity, dtype=torch.bool).tril()
+        logits = self._run(decoder_step, ids, torch.arange(steps).unsqueeze(0), [b[0] for b in buffers],
+                           [b[1] for b in buffers], torch.arange(steps), causal.view(1, 1, steps, capacity))
+        for layer, (k, v) in zip(cache.layers, buffers):
+            layer.adopt(k, v, steps)
+        return logits
+
+    def decode(self, last: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        """One step for the batch: ``last`` (B, 1) tokens, ``mask`` (B, length + 1) with the new
+        column, ``positions`` (B,); writes column ``length`` of every layer; returns (B, V)."""
+        layers = cache.layers
+        length = layers[0].length
+        for layer in layers:
+            layer.reserve(length + 1)
+        capacity = layers[0].keys.shape[2]
+        attend = F.pad(mask, (0, capacity - mask.shape[1])).bool().view(mask.shape[0], 1, 1, capacity)
+        args = (last, positions.view(-1, 1), [layer.keys for layer in layers], [layer.values for layer in layers],
+                torch.tensor([length]), attend)
+        try:
+            logits = self._run(_compiled_step if self.compiled else decoder_step, *args)
+        except Exception as exc:  # e.g. a recompile limit: slower from now on, never a failed reply
+            if not self.compiled:
+                raise
+            log.warning("compiled decoding failed, decoding without compilation: %s", str(exc).splitlines()[0])
+            self.compiled = False
+            logits = self._run(decoder_step, *args)  # rewrites the same cache column
+        for layer in layers:
+            layer.length += 1
+        return logits
+
+    def warm_up(self) -> None:
+        """Compile now instead of on the first request: one graph for a batch of 1 (size 1 is
+        always specialised) and one for any larger batch, both for any cache length. Falls back
+        to eager decoding where compiling is impossible."""
+        if not self.compiled:
+            return
+        # A cache that outlives /tmp and is shared by every state directory: a cold compile of the
+        # 135M model takes about a minute here, a cached one seconds.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "lima-studio" / "inductor"))
+        log.info("compiling the lean decoder (about a minute the first time for a model shape, "
+                 "seconds once cached in %s)", os.environ["TORCHINDUCTOR_CACHE_DIR"])
+        layers = len(self.weights["layers"])
+        try:
+            # in inference mode as in the batcher: grad mode and inference tensors are guarded,
+            # so warming up outside it would leave the real requests to compile again
+            with torch.inference_mode():
+                for batch in (1, 2):
+                    self._warm_up(batch, layers)
+        except Exception as exc:  # a missing C++ compiler, an inductor bug: slower, not broken
+            log.warning("compiling the decoder failed, decoding without compilation: %s: %s",
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            self.compiled = False
+
+    def _warm_up(self, batch: int, layers: int) -> None:
+        """Compile for ``batch`` rows (2 stands for any number above 1), any cache length."""
+        tokens, positions = torch.zeros(batch, 1, dtype=torch.long), torch.full((batch, 1), 3)
+        buffers = [self._buffers(batch, 96) for _ in range(layers)]
+        mask = torch.ones(batch, 1, 1, 96, dtype=torch.bool)
+        for tensor in [t for pair in buffers for t in pair] + [mask]:
+            torch._dynamo.mark_dynamic(tensor, tensor.dim() - 1 if tensor is mask else 2)
+        if batch > 1:
+            for tensor in [t for pair in buffers for t in pair] + [mask, tokens, positions]:
+                torch._dynamo.mark_dynamic(tensor, 0)
+        # no duck sizing, or a capacity equal to head_dim would be guarded equal to it
+        with torch.fx.experimental._config.patch(use_duck_shape=False):
+            self._run(_compiled_step, tokens, positions, [k for k, _ in buffers], [v for _, v in buffers],
+                      torch.tensor([3]), mask)
