@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+from lima.validation import non_blank
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
@@ -19,14 +21,7 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["user", "assistant"]
-    content: StrictStr
-
-    @field_validator("content")
-    @classmethod
-    def not_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("empty turn")
-        return value
+    content: non_blank("empty turn")
 
 
 class Example(BaseModel):
@@ -80,20 +75,5 @@ class Opener(BaseModel):
     source: StrictStr = Field(min_length=1)
     task: StrictStr = Field(min_length=1)
     topic: StrictStr = Field(min_length=1)
-    message: StrictStr
-    follow_ups: list[StrictStr] = Field(min_length=2, max_length=4)
-
-    @field_validator("message")
-    @classmethod
-    def message_not_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("empty message")
-        return value
-
-    @field_validator("follow_ups")
-    @classmethod
-    def follow_ups_not_empty(cls, values: list[str]) -> list[str]:
-        for i, value in enumerate(values):
-            if not value.strip():
-                raise ValueError(f"follow_ups[{i}] is empty")
-        return values
+    message: non_blank("empty message")
+    follow_ups: list[non_blank("empty follow-up")] = Field(min_length=2, max_length=4)

@@ -1,6 +1,22 @@
-"""Turn pydantic validation errors into one sentence a person can act on."""
+"""Shared pydantic pieces: strings that must say something, and errors as one sentence."""
 
 from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, StrictStr
+
+
+def non_blank(message: str):
+    """A string field (never coerced from a number or a list) refused with ``message`` when it
+    holds only whitespace; the value itself is kept as written."""
+
+    def check(value: str) -> str:
+        if not value.strip():
+            raise ValueError(message)
+        return value
+
+    return Annotated[StrictStr, AfterValidator(check)]
 
 
 def validation_message(errors: list[dict]) -> tuple[str, str | None]:

@@ -109,10 +109,8 @@ def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         asyncio.run(serve(args))
-    except (ModelLoadError, embedded_model.PrepareError, ValueError) as exc:
-        print(f"lima serve: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # VllmUnavailable and friends: the message says what to do
+    # RuntimeError: VllmUnavailable and friends, whose message says what to do
+    except (ModelLoadError, embedded_model.PrepareError, ValueError, RuntimeError) as exc:
         print(f"lima serve: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+from lima.validation import non_blank
 
 # The paper's decoding (section 4.1): nucleus p=0.9, temperature 0.7, repetition penalty 1.2,
 # at most 2,048 new tokens. A request may override any of them.
@@ -35,15 +37,8 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant"]
     # Strict: a number or a list of parts is refused with a message naming the field, not coerced.
-    content: StrictStr
+    content: non_blank("content is empty")
     name: str | None = None
-
-    @field_validator("content")
-    @classmethod
-    def not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("content is empty")
-        return value
 
 
 class StreamOptions(BaseModel):

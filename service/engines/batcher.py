@@ -58,10 +58,7 @@ class ForwardRunner:
 
     def __init__(self, model):
         self.model, self.config = model, model.config
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device  # follows the model to the CPU and back on sleep
+        self.device = next(model.parameters()).device  # where it serves (a GPU sleep moves it and back)
 
     def prefill(self, ids: torch.Tensor, cache) -> torch.Tensor:
         return self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]

@@ -245,13 +245,14 @@ class FastLlama:
         """Compile for ``batch`` rows (2 stands for any number above 1), any cache length."""
         tokens, positions = torch.zeros(batch, 1, dtype=torch.long), torch.full((batch, 1), 3)
         buffers = [self._buffers(batch, 96) for _ in range(layers)]
+        keys, values = [k for k, _ in buffers], [v for _, v in buffers]
         mask = torch.ones(batch, 1, 1, 96, dtype=torch.bool)
-        for tensor in [t for pair in buffers for t in pair] + [mask]:
-            torch._dynamo.mark_dynamic(tensor, tensor.dim() - 1 if tensor is mask else 2)
+        for tensor in keys + values:
+            torch._dynamo.mark_dynamic(tensor, 2)  # cache length
+        torch._dynamo.mark_dynamic(mask, 3)
         if batch > 1:
-            for tensor in [t for pair in buffers for t in pair] + [mask, tokens, positions]:
-                torch._dynamo.mark_dynamic(tensor, 0)
+            for tensor in keys + values + [mask, tokens, positions]:
+                torch._dynamo.mark_dynamic(tensor, 0)  # batch size
         # no duck sizing, or a capacity equal to head_dim would be guarded equal to it
         with torch.fx.experimental._config.patch(use_duck_shape=False):
-            self._run(_compiled_step, tokens, positions, [k for k, _ in buffers], [v for _, v in buffers],
-                      torch.tensor([3]), mask)
+            self._run(_compiled_step, tokens, positions, keys, values, torch.tensor([3]), mask)

@@ -81,13 +81,16 @@ def load_model(name: str, source: str, device: str, dtype: torch.dtype, quantize
     if tokenizer.chat_template is None:
         tokenizer.chat_template = chat_format.chat_template(eot=tokenizer.eos_token or "")
     model.eval().to(device)
-    if quantize == "int8":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from torch.ao.quantization import quantize_dynamic
+    return (quantize_int8(model) if quantize == "int8" else model), tokenizer
 
-            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    return model, tokenizer
+
+def quantize_int8(model):
+    """transformers' model with its linears swapped for torch.ao's dynamic int8 ones."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def load_runner(name: str, source: str, device: str, dtype: torch.dtype, quantize: str, decoder: str) -> tuple:
@@ -102,13 +105,7 @@ def load_runner(name: str, source: str, device: str, dtype: torch.dtype, quantiz
     else:
         if device == "cpu":
             log.info("model '%s' decodes through transformers' forward: %s", name, reason)
-        if quantize == "int8":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                from torch.ao.quantization import quantize_dynamic
-
-                model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        runner = ForwardRunner(model)
+        runner = ForwardRunner(quantize_int8(model) if quantize == "int8" else model)
     return runner, tokenizer, stops, ctx
 
 
