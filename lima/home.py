@@ -7,6 +7,9 @@ Everything the product writes lives under it:
     $LIMA_HOME/models/      prepared and trained models (one folder each)
     $LIMA_HOME/runs/        training run folders (checkpoints, logs, dev generations)
     $LIMA_HOME/reports/     `lima report` output
+
+Compiled code (the decoder's inductor cache, the int8 kernel) depends on the machine, not on the
+state, so it lives in ``cache_dir()``, shared by every state directory.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 from pathlib import Path
 
 DEFAULT_HOME = Path("~/.lima-studio")
+DEFAULT_CACHE = Path("~/.cache/lima-studio")
 
 
 def home() -> Path:
@@ -43,4 +47,11 @@ def runs_dir() -> Path:
 def reports_dir() -> Path:
     path = home() / "reports"
     path.mkdir(exist_ok=True)
+    return path
+
+
+def cache_dir() -> Path:
+    """Machine-wide build caches (``LIMA_CACHE``, default ``~/.cache/lima-studio``), created on first use."""
+    path = Path(os.environ.get("LIMA_CACHE") or DEFAULT_CACHE).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
     return path

@@ -38,8 +38,7 @@ def short_context_model(tmp_path_factory) -> Path:
 def service(tmp_path_factory, tiny_base, short_context_model):
     """`lima serve` with the tiny model as `base` and a 64-token-context model as `short`.
 
-    Float32 weights: int8 dynamic quantization scales activations per batch, so a reply could
-    differ by a hair depending on who else is in the batch, and the tests compare exact text."""
+    Float32 weights: tests compare replies with transformers' float32 ``generate`` token for token."""
     home = tmp_path_factory.mktemp("service-home")
     log = home / "serve.log"
     args = ["serve", "--no-registry", "--quantize", "none",

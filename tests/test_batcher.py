@@ -1,4 +1,4 @@
-"""The continuous batcher in-process: stop tokens, cancellation, generate-equivalence, int8.
+"""The continuous batcher in-process: stop tokens, cancellation, generate-equivalence, weight formats.
 
 Every batcher is given a runner: transformers' forward, or the lean decoder (fast_llama)."""
 
@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from service.engines.batcher import ComputeThread, ForwardRunner, Sequence
 from service.engines.fast_llama import FastLlama
-from service.engines.transformers_engine import load_model, load_runner
+from service.engines.weight_formats import PackedLinear
+from service.engines.transformers_engine import load_runner
 from service.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0, repetition_penalty=1.0)
@@ -93,10 +94,12 @@ def test_cancelled_sequence_leaves_the_batch(tiny, compute):
         batcher.stop()
 
 
-def test_int8_quantized_model_generates(tiny_base, compute):
-    model, tok = compute.call(load_model, "base", str(tiny_base), "cpu", torch.float32, "int8").result()
-    assert model.model.layers[0].mlp.down_proj.weight().dtype == torch.qint8
-    batcher = compute.serve(ForwardRunner(model), tok, eos_ids=set(), name="q")
+def test_int8_forward_path_generates(tiny_base, compute):
+    runner, tok, _, _ = compute.call(load_runner, "base", str(tiny_base), "cpu", torch.float32, "int8",
+                                     "forward").result()
+    down = runner.model.model.layers[0].mlp.down_proj
+    assert isinstance(down, PackedLinear) and down.packed[0].dtype == torch.int8
+    batcher = compute.serve(runner, tok, eos_ids=set(), name="q")
     try:
         deltas, seq = run(batcher, tok("hello").input_ids, params=SamplingParams(), max_new=8)
     finally:
@@ -131,10 +134,16 @@ def test_two_models_share_the_compute_thread(tiny, tiny_base, compute):
     assert compute.batchers == [second]
 
 
-def test_cpu_default_is_the_compiled_int8_lean_decoder(tiny_base, compute):
+def test_cpu_default_is_the_compiled_fp16_lean_decoder(tiny_base, compute):
+    from service.engines.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine(device="cpu")
+    engine.compute.close()
+    assert engine.quantize == "fp16"
     runner, tok, stops, context = compute.call(load_runner, "base", str(tiny_base), "cpu", torch.float32,
-                                               "int8", "lean").result()
+                                               "fp16", "lean").result()
     assert isinstance(runner, FastLlama) and runner.compiled  # compiling worked here, no eager fallback
+    assert runner.weights["head"].dtype == torch.float16
     batcher = compute.serve(runner, tok, stops, name="q")
     try:
         deltas, seq = run(batcher, tok("hello").input_ids, params=SamplingParams(), max_new=8)

@@ -7,10 +7,13 @@ when it finishes, and keeps its own temperature, top-p, repetition penalty and s
 transformers' own continuous-batching manager drops the repetition penalty the paper asks for,
 which is why this loop exists.
 
-Why one thread for everything (loads and every model's steps): each thread that runs torch on
-the CPU gets its own OpenMP team, and two teams on the same cores halve decode speed (measured:
-47 -> 24 tokens/s on 2 cores). So ``ComputeThread`` runs all torch work of an engine, and a
-``Batcher`` is only the state of one model's batch.
+Why one thread for everything (loads, batch state, every model's steps): each thread that runs a
+parallel torch operation gets its own OpenMP team, and once OpenMP manages more threads than
+there are cores, libgomp stops letting its idle workers spin, so every parallel region pays a
+wake-up: two teams on 2 cores halve decode speed (measured: 47 -> 24 tokens/s, and 30 -> 16.5
+ms per step; one vocabulary-sized ``torch.ones`` on another thread is enough to start a team).
+So ``ComputeThread`` runs all torch work of an engine, and a ``Batcher`` is only the state of one
+model's batch.
 
 One iteration of the compute loop:
   1. run queued calls (model loads, unloads)
@@ -63,6 +66,11 @@ class ForwardRunner:
     def prefill(self, ids: torch.Tensor, cache) -> torch.Tensor:
         return self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
 
+    @torch.inference_mode()
+    def logits(self, ids: list[int]) -> torch.Tensor:
+        """(S, V) logits at every position of ``ids`` (for perplexity)."""
+        return self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0]
+
     def decode(self, last: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
         return self.model(input_ids=last, attention_mask=mask, position_ids=positions.unsqueeze(1),
                           past_key_values=cache, use_cache=True).logits[:, -1]
@@ -109,7 +117,7 @@ class Batcher:
         self.mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
         self.positions = torch.zeros(0, dtype=torch.long, device=self.device)
         self.last = torch.zeros(0, 1, dtype=torch.long, device=self.device)
-        self.sampler = BatchSampler(self.vocab_size, self.device)
+        self.sampler = BatchSampler(self.vocab_size, self.device, exempt=self.eos_ids)
 
     def tick(self) -> bool:
         """Admit and step once; False when there was nothing to do."""
@@ -248,9 +256,13 @@ class ComputeThread:
 
     def serve(self, runner, tokenizer, eos_ids: set[int], max_batch: int = 8, name: str = "model") -> Batcher:
         """A batcher for ``runner``, stepped by this thread from now on (call from any thread)."""
-        batcher = Batcher(self, runner, tokenizer, eos_ids, max_batch, name)
-        self.call(self.batchers.append, batcher).result()
-        return batcher
+
+        def create() -> Batcher:  # here, not on the caller's thread: building its state runs torch
+            batcher = Batcher(self, runner, tokenizer, eos_ids, max_batch, name)
+            self.batchers.append(batcher)
+            return batcher
+
+        return self.call(create).result()
 
     def drained(self, batcher: Batcher) -> Future:
         future: Future = Future()

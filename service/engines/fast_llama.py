@@ -1,15 +1,17 @@
-"""A lean decoder for Llama-family models on the CPU: int8 weights, fused projections, compiled.
+"""A lean decoder for Llama-family models on the CPU: compact weights, fused projections, compiled.
 
 Why it exists: decoding the embedded 135M model through transformers' ``forward`` spends more time
 dispatching ~1,000 small operators per token than multiplying matrices. This decoder runs the
-same arithmetic with four matrix products per layer (q/k/v and gate/up fused), int8 weights with
-one scale per output row (fbgemm's dynamic-quantized linear, read once per token), and the rest
-compiled by ``torch.compile`` into a few fused kernels. Measured by ``bench/serve.py``.
+same arithmetic with four matrix products per layer (q/k/v and gate/up fused), weights in a
+compact format (``weight_formats``: float16 by default, float32 activations and arithmetic) and
+the rest compiled by ``torch.compile`` into a few fused kernels. Measured by ``bench/serve.py``.
 
 It reads and writes the batcher's KV cache (``kv_cache.GrowableLayer``: left-aligned rows, one
 shared column per step), so continuous batching works unchanged. Prefill runs eagerly (one call
 per request); every decode step runs the compiled graph, with the batch size and the cache length
-symbolic so neither recompiles it. Where compiling fails (no C++ compiler) it decodes eagerly.
+symbolic so neither recompiles it. Weights are graph inputs, so every model of one shape (the
+base and each retrained variant) shares one compiled graph, and inductor's disk cache hits across
+loads. Where compiling fails (no C++ compiler) it decodes eagerly.
 
 Models it does not cover (another architecture, rope that changes with length, biases) are
 served by transformers' own ``forward``; ``supports`` says which.
@@ -17,46 +19,22 @@ served by transformers' own ``forward``; ``supports`` says which.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from lima import home
+from service.engines import weight_formats
+
 log = logging.getLogger("lima.fast_llama")
 
-# fbgemm's packed weights are TorchScript objects, which a compiled graph cannot take as inputs.
-# The custom op below looks them up by (model slot, weight index) instead and stays opaque to the
-# compiler. The slot is a tensor input, not a constant, so every model of one shape (the base and
-# each retrained variant) shares one compiled graph, and inductor's disk cache hits across loads.
-_PACKED: dict[tuple[int, int], object] = {}
-_slots = itertools.count()
-
-
-@torch.library.custom_op("lima::int8_linear", mutates_args=())
-def int8_linear(x: torch.Tensor, slot: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
-    # reduce_range=True: the activation range quantize_dynamic uses on x86, which avoids
-    # overflow in fbgemm's 16-bit accumulation.
-    return torch.ops.quantized.linear_dynamic(x, _PACKED[int(slot), index], True)
-
-
-@int8_linear.register_fake
-def _(x: torch.Tensor, slot: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
-    return x.new_empty(*x.shape[:-1], out_features)
-
-
-def _pack_int8(weight: torch.Tensor) -> object:
-    """fbgemm's packed form of a weight quantized to int8 with one scale per output row."""
-    w = weight.detach().float().contiguous()
-    scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-8).double()
-    zero = torch.zeros(w.shape[0], dtype=torch.long)
-    with warnings.catch_warnings():  # quantized tensors are deprecated in favour of torchao; fbgemm still ships
-        warnings.simplefilter("ignore")
-        return torch.ops.quantized.linear_prepack(torch.quantize_per_channel(w, scale, zero, 0, torch.qint8), None)
+# Compiled kernels go to the machine-wide cache: a cold compile of the 135M model takes about a
+# minute here, a cached one seconds. Set now, before anything asks inductor for its cache folder
+# (it then writes its /tmp default into this variable).
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home.cache_dir() / "inductor"))
 
 
 @dataclass(frozen=True)
@@ -68,16 +46,12 @@ class Shape:
     eps: float
 
 
-def _linear(x: torch.Tensor, weight, slot: torch.Tensor) -> torch.Tensor:
-    # int8 weights are (index, out_features) into the packed table; float ones are tensors
-    return int8_linear(x, slot, *weight) if isinstance(weight, tuple) else F.linear(x, weight)
-
-
-def decoder_step(shape: Shape, weights: dict, slot: torch.Tensor, tokens, positions, keys: list[torch.Tensor],
-                 values: list[torch.Tensor], columns, mask) -> torch.Tensor:
-    """Logits of each row's last token. ``tokens``/``positions``: (B, S); ``keys``/``values``: one
-    (B, kv_heads, capacity, head_dim) buffer per layer, written at ``columns`` (S,); ``mask``:
-    (B, 1, S, capacity), True where a query may attend."""
+def decoder_step(shape: Shape, weights: dict, tokens, positions, keys: list[torch.Tensor],
+                 values: list[torch.Tensor], columns, mask, every_position: bool = False) -> torch.Tensor:
+    """Logits of each row's last token (of every token with ``every_position``).
+    ``tokens``/``positions``: (B, S); ``keys``/``values``: one (B, kv_heads, capacity, head_dim)
+    buffer per layer, written at ``columns`` (S,); ``mask``: (B, 1, S, capacity), True where a
+    query may attend."""
     batch, steps = tokens.shape
     heads, kv_heads, head_dim, hidden = shape.heads, shape.kv_heads, shape.head_dim, shape.hidden
     x = weights["embed"][tokens]
@@ -92,19 +66,19 @@ def decoder_step(shape: Shape, weights: dict, slot: torch.Tensor, tokens, positi
 
     for i, layer in enumerate(weights["layers"]):
         h = F.rms_norm(x, (hidden,), layer["norm1"], shape.eps)
-        qkv = _linear(h, layer["qkv"], slot)
+        qkv = weight_formats.linear(h, layer["qkv"])
         q = qkv[..., :q_end].view(batch, steps, heads, head_dim).transpose(1, 2)
         k = qkv[..., q_end:k_end].view(batch, steps, kv_heads, head_dim).transpose(1, 2)
         v = qkv[..., k_end:].view(batch, steps, kv_heads, head_dim).transpose(1, 2)
         keys[i].index_copy_(2, columns, rope(k))
         values[i].index_copy_(2, columns, v)
         attn = F.scaled_dot_product_attention(rope(q), keys[i], values[i], attn_mask=mask, enable_gqa=True)
-        x = x + _linear(attn.transpose(1, 2).reshape(batch, steps, heads * head_dim), layer["o"], slot)
+        x = x + weight_formats.linear(attn.transpose(1, 2).reshape(batch, steps, heads * head_dim), layer["o"])
         h = F.rms_norm(x, (hidden,), layer["norm2"], shape.eps)
-        gate, up = _linear(h, layer["gate_up"], slot).chunk(2, dim=-1)
-        x = x + _linear(F.silu(gate) * up, layer["down"], slot)
-    x = F.rms_norm(x[:, -1], (hidden,), weights["norm"], shape.eps)
-    return _linear(x, weights["head"], slot)
+        gate, up = weight_formats.linear(h, layer["gate_up"]).chunk(2, dim=-1)
+        x = x + weight_formats.linear(F.silu(gate) * up, layer["down"])
+    x = F.rms_norm(x if every_position else x[:, -1], (hidden,), weights["norm"], shape.eps)
+    return weight_formats.linear(x, weights["head"])
 
 
 # Weights are graph inputs, so one entry per model shape and batch kind (1 or more) is needed;
@@ -133,7 +107,7 @@ def supports(model, device: str) -> str | None:
 class FastLlama:
     """The decoder of one loaded model; ``prefill`` and ``decode`` are what the batcher calls."""
 
-    def __init__(self, model, quantize: str = "int8", compile: bool = True):
+    def __init__(self, model, quantize: str = "fp16", compile: bool = True):
         config = model.config
         self.config = config
         self.device = torch.device("cpu")
@@ -141,10 +115,11 @@ class FastLlama:
                            kv_heads=config.num_key_value_heads,
                            head_dim=getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
                            eps=float(config.rms_norm_eps))
-        self.slot_id = next(_slots)
-        self.slot = torch.tensor(self.slot_id)
-        self._indices = itertools.count()
-        linear = self._pack if quantize == "int8" else (lambda w: w.detach().float().contiguous())
+        weight_formats.require(quantize)
+
+        def linear(weight):
+            return weight_formats.pack(weight, quantize)
+
         inner = model.model
         layers = []
         for layer in inner.layers:
@@ -167,21 +142,21 @@ class FastLlama:
         }
         self.compiled = compile
 
-    def _pack(self, weight: torch.Tensor) -> tuple[int, int]:
-        index = next(self._indices)
-        _PACKED[self.slot_id, index] = _pack_int8(weight)
-        return index, weight.shape[0]
-
-    def close(self) -> None:
-        for key in [k for k in _PACKED if k[0] == self.slot_id]:
-            del _PACKED[key]
-
-    def _run(self, step, tokens, positions, keys, values, columns, mask) -> torch.Tensor:
-        return step(self.shape, self.weights, self.slot, tokens, positions, keys, values, columns, mask)
+    def _run(self, step, tokens, positions, keys, values, columns, mask, every_position=False) -> torch.Tensor:
+        return step(self.shape, self.weights, tokens, positions, keys, values, columns, mask, every_position)
 
     def _buffers(self, batch: int, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (batch, self.shape.kv_heads, capacity, self.shape.head_dim)
         return torch.zeros(shape), torch.zeros(shape)
+
+    @torch.inference_mode()
+    def logits(self, ids: list[int]) -> torch.Tensor:
+        """(S, V) logits at every position of ``ids``, as prefill computes them (for perplexity)."""
+        steps = len(ids)
+        buffers = [self._buffers(1, steps) for _ in self.weights["layers"]]
+        causal = torch.ones(steps, steps, dtype=torch.bool).tril().view(1, 1, steps, steps)
+        return self._run(decoder_step, torch.tensor([ids]), torch.arange(steps).unsqueeze(0), [b[0] for b in buffers],
+                         [b[1] for b in buffers], torch.arange(steps), causal, every_position=True)[0]
 
     def prefill(self, ids: torch.Tensor, cache) -> torch.Tensor:
         """Run a whole prompt (1, S) into a fresh ``cache``; returns the last token's logits (1, V)."""
@@ -224,9 +199,6 @@ class FastLlama:
         to eager decoding where compiling is impossible."""
         if not self.compiled:
             return
-        # A cache that outlives /tmp and is shared by every state directory: a cold compile of the
-        # 135M model takes about a minute here, a cached one seconds.
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "lima-studio" / "inductor"))
         log.info("compiling the lean decoder (about a minute the first time for a model shape, "
                  "seconds once cached in %s)", os.environ["TORCHINDUCTOR_CACHE_DIR"])
         layers = len(self.weights["layers"])

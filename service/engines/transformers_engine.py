@@ -1,12 +1,13 @@
 """The embedded engine: transformers models in this process, one continuous batcher each.
 
-On a CPU weights are int8 (decoding a small model is bound by reading the weights once per token,
-and int8 reads a quarter of float32) and Llama-family models decode through the lean compiled
-decoder of ``fast_llama`` (``--cpu-decoder lean``, the default); other architectures, or
-``--cpu-decoder forward``, run transformers' ``forward`` with ``torch.ao`` dynamic int8 linears.
-``--quantize none`` serves the weights as stored. On a GPU models load in bfloat16 and run
-``forward``. The model's own chat template renders prompts; a model without one (a raw base
-model) gets the LIMA format with its own EOS as end of turn.
+On a CPU weights are stored as float16 (``weight_formats``: decoding a small model is bound by
+reading the weights once per token; float16 reads half of float32's bytes while activations and
+arithmetic stay float32, so answers stay float32's; ``--quantize int8`` reads a quarter and
+changes answers at near-ties; ``--quantize none`` serves float32) and Llama-family models decode
+through the lean compiled decoder of ``fast_llama`` (``--cpu-decoder lean``, the default); other
+architectures, or ``--cpu-decoder forward``, run transformers' ``forward`` with the same linears. On a GPU models load in
+bfloat16 and run ``forward``. The model's own chat template renders prompts; a model without one
+(a raw base model) gets the LIMA format with its own EOS as end of turn.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 
 import torch
 
 from lima import chat_format
 from service.engines.base import Delta, Engine, EngineUnavailable, ModelInfo, ModelLoadError, Prepared
-from service.engines import fast_llama
+from service.engines import fast_llama, weight_formats
 from service.engines.batcher import Batcher, ComputeThread, ForwardRunner, Sequence
 from service.model_source import check_folder
 from service.protocol import PAPER_SAMPLING, RequestError
@@ -62,8 +62,8 @@ def context_length(model, tokenizer) -> int:
     return int(n)
 
 
-def load_model(name: str, source: str, device: str, dtype: torch.dtype, quantize: str = "none") -> tuple:
-    """(model, tokenizer); ``quantize="int8"`` swaps the linears for dynamic int8 ones."""
+def load_model(name: str, source: str, device: str, dtype: torch.dtype) -> tuple:
+    """(model, tokenizer) as stored, on ``device`` in ``dtype``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = check_folder(name, source)
@@ -81,22 +81,25 @@ def load_model(name: str, source: str, device: str, dtype: torch.dtype, quantize
     if tokenizer.chat_template is None:
         tokenizer.chat_template = chat_format.chat_template(eot=tokenizer.eos_token or "")
     model.eval().to(device)
-    return (quantize_int8(model) if quantize == "int8" else model), tokenizer
+    return model, tokenizer
 
 
-def quantize_int8(model):
-    """transformers' model with its linears swapped for torch.ao's dynamic int8 ones."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from torch.ao.quantization import quantize_dynamic
-
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+def weight_format(quantize: str, name: str) -> str:
+    """The format a model's weights are served in: the one asked for when the kernel builds, else float32."""
+    if quantize == "none":
+        return quantize
+    problem = weight_formats.load()
+    if problem:
+        log.warning("model '%s' is served with float32 weights (the same answers, slower): %s", name, problem)
+        return "none"
+    return quantize
 
 
 def load_runner(name: str, source: str, device: str, dtype: torch.dtype, quantize: str, decoder: str) -> tuple:
     """(runner, tokenizer, stop ids, context length) for the batcher; runs on the compute thread."""
     model, tokenizer = load_model(name, source, device, dtype)
     stops, ctx = stop_token_ids(model, tokenizer), context_length(model, tokenizer)
+    quantize = weight_format(quantize, name)
     reason = fast_llama.supports(model, device) if decoder == "lean" else "--cpu-decoder forward"
     if reason is None:
         runner = fast_llama.FastLlama(model, quantize=quantize)
@@ -105,7 +108,7 @@ def load_runner(name: str, source: str, device: str, dtype: torch.dtype, quantiz
     else:
         if device == "cpu":
             log.info("model '%s' decodes through transformers' forward: %s", name, reason)
-        runner = ForwardRunner(quantize_int8(model) if quantize == "int8" else model)
+        runner = ForwardRunner(weight_formats.pack_linears(model, quantize) if quantize != "none" else model)
     return runner, tokenizer, stops, ctx
 
 
@@ -116,9 +119,10 @@ class TransformersEngine(Engine):
                  cpu_decoder: str = "lean"):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        self.quantize = quantize or ("int8" if self.device == "cpu" else "none")
-        if self.quantize == "int8" and self.device != "cpu":
-            raise ValueError("int8 dynamic quantization runs on the CPU only; use --quantize none on a GPU")
+        self.quantize = quantize or ("fp16" if self.device == "cpu" else "none")
+        if self.quantize != "none" and self.device != "cpu":
+            raise ValueError(f"--quantize {self.quantize} is a CPU weight format; on a GPU models load in "
+                             "bfloat16 (use --quantize none)")
         self.max_batch, self.cpu_decoder = max_batch, cpu_decoder
         self.compute = ComputeThread("transformers-engine")
         self._models: dict[str, LoadedModel] = {}
@@ -151,8 +155,6 @@ class TransformersEngine(Engine):
 
     async def _retire(self, loaded: LoadedModel) -> None:
         await asyncio.to_thread(loaded.batcher.stop, True, None)
-        if hasattr(loaded.runner, "close"):
-            loaded.runner.close()  # frees the lean decoder's packed weights
 
     def _get(self, name: str) -> LoadedModel:
         if self._sleeping:

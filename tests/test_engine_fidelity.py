@@ -1,0 +1,77 @@
+"""The served model is the trained model: on the real embedded SmolLM2, the CPU default gives
+float32's perplexity and float32's greedy replies. A faster change that breaks answers fails here.
+
+Tolerances, and why:
+  - perplexity within 2% of float32's (the default measures +0.02%, the int8 option +0.3%; the
+    old default, torch's dynamic int8, was +325%);
+  - greedy replies through the real service equal float32's token for token, up to the first
+    step where float32's own two best logits are within 0.01 of each other: there the model is
+    undecided and any rounding may pick the other. float16 weights move logits by about 1e-3;
+    the int8 option moves them by 1e-2 to 5e-2, and its replies part from float32's at steps
+    whose margins are 0.03-0.06 on these prompts, so this test would catch it becoming the default.
+"""
+
+import openai
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from dialogues import project
+from service.engines import fidelity
+from service.engines.transformers_engine import load_runner
+from tests.helpers.server import running
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = ["Explain in two sentences why the sky is blue.", "Give me three tips for sleeping better.",
+           "How do I boil an egg?", "Write a haiku about autumn."]
+TOKENS = 48
+UNDECIDED = 0.01  # float32's top-2 logit margin below which a step is a tie
+
+
+@pytest.fixture(scope="module")
+def float32(embedded_model):
+    return AutoModelForCausalLM.from_pretrained(embedded_model).eval(), AutoTokenizer.from_pretrained(embedded_model)
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "int8"])
+def test_perplexity_stays_within_two_percent_of_float32(embedded_model, float32, fmt):
+    model, tokenizer = float32
+    texts = fidelity.token_ids(tokenizer, [c.as_openai() for c in project.chains()[:4]], max_tokens=512)
+    with torch.inference_mode():
+        reference = fidelity.perplexity(lambda ids: model(torch.tensor([ids])).logits[0], texts)
+    runner, *_ = load_runner("base", str(embedded_model), "cpu", torch.float32, fmt, "lean")
+    served = fidelity.perplexity(runner.logits, texts)
+    assert abs(served / reference - 1) < 0.02, (fmt, served, reference)
+
+
+@torch.inference_mode()
+def float32_greedy(model, tokenizer, prompt: str) -> tuple[list[int], int]:
+    """float32's greedy reply (token ids) and how many of its steps are decided (margin >= UNDECIDED)."""
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                        tokenize=True, return_dict=False)
+    out = model.generate(torch.tensor([ids]), max_new_tokens=TOKENS, do_sample=False, repetition_penalty=1.0,
+                         output_scores=True, return_dict_in_generate=True)
+    reply = out.sequences[0, len(ids):].tolist()
+    margins = [float(step[0].topk(2).values.diff().abs()) for step in out.scores]
+    decided = next((i for i, m in enumerate(margins) if m < UNDECIDED), len(margins))
+    return reply, decided
+
+
+def test_default_service_gives_float32s_greedy_replies(embedded_model, float32, tmp_path):
+    model, tokenizer = float32
+    with running(["serve", "--no-registry", "--model", f"base={embedded_model}"], "/health",
+                 tmp_path / "serve.log") as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+        for prompt in PROMPTS:
+            expected, decided = float32_greedy(model, tokenizer, prompt)
+            reply = client.chat.completions.create(
+                model="base", messages=[{"role": "user", "content": prompt}], max_tokens=TOKENS, temperature=0,
+                extra_body={"repetition_penalty": 1.0}).choices[0].message.content
+            whole = tokenizer.decode(expected, skip_special_tokens=True)
+            assert decided >= 16, f"{prompt!r}: float32 itself is undecided at step {decided}; pick another prompt"
+            assert reply.startswith(tokenizer.decode(expected[:decided], skip_special_tokens=True)), (
+                f"{prompt!r}: the default's greedy reply parts from float32's within its first {decided} "
+                f"decided tokens:\n  float32: {whole!r}\n  served:  {reply!r}")
+            if prompt == PROMPTS[0]:  # the reply a person would check by eye, whole
+                assert reply == whole

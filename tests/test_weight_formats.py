@@ -1,0 +1,98 @@
+"""The CPU weight formats: float32 arithmetic on float16 or int8 weights, for every batch size and shape."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from service.engines import weight_formats
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel():
+    problem = weight_formats.load()
+    assert problem is None, problem  # a C++ compiler is part of the test setup, as for torch.compile
+
+
+def as_float(packed) -> torch.Tensor:
+    """The float32 matrix a packed weight stands for."""
+    return packed[0].float() * packed[1].unsqueeze(1) if isinstance(packed, tuple) else packed.float()
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "int8"])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 13, 32, 33, 300])  # tiles, remainders, the GEMM path
+@pytest.mark.parametrize("k, n", [(64, 96), (72, 7), (576, 960)])  # K not a multiple of 16; N of the tile
+def test_matches_float_arithmetic_on_the_stored_weights(fmt, rows, k, n):
+    torch.manual_seed(rows + k + n)
+    x, weight = torch.randn(rows, k), torch.randn(n, k) * 0.05
+    packed = weight_formats.pack(weight, fmt)
+    expected = F.linear(x, as_float(packed))
+    got = weight_formats.linear(x, packed)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), (got - expected).abs().max()
+
+
+def test_int8_rounds_each_row_to_127_steps_of_its_own_scale():
+    weight = torch.tensor([[0.5, -1.0, 0.25], [100.0, 3.0, -50.0], [0.0, 0.0, 0.0]])
+    q, scale = weight_formats.quantize_int8(weight)
+    assert q.dtype == torch.int8 and q.abs().max() == 127
+    assert torch.allclose(scale[:2], torch.tensor([1.0 / 127, 100.0 / 127]))
+    assert q[2].abs().sum() == 0  # an all-zero row stays zero, no division by zero
+    assert (q.float() * scale.unsqueeze(1) - weight).abs().max() <= scale.max() / 2 + 1e-6
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "int8"])
+def test_batch_rows_are_computed_independently(fmt):
+    """A row's result does not depend on the other rows of the batch (continuous batching mixes
+    requests; each reply must be what it would be alone)."""
+    torch.manual_seed(0)
+    packed = weight_formats.pack(torch.randn(200, 96), fmt)
+    x = torch.randn(7, 96)
+    alone = torch.cat([weight_formats.linear(x[i:i + 1], packed) for i in range(7)])
+    assert torch.equal(weight_formats.linear(x, packed), alone)
+
+
+@pytest.mark.parametrize("fmt, tolerance", [("fp16", 1e-3), ("int8", 0.02)])
+def test_packed_linear_replaces_every_linear_and_keeps_the_bias(fmt, tolerance):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 48), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(48, 5)))
+    x = torch.randn(3, 32)
+    expected = model(x)
+    weight_formats.pack_linears(model, fmt)
+    assert isinstance(model[0], weight_formats.PackedLinear) and isinstance(model[2][0], weight_formats.PackedLinear)
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert torch.allclose(model(x), expected, atol=tolerance)
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "int8"])
+def test_compiled_graphs_call_the_kernel(fmt):
+    torch.manual_seed(0)
+    packed = weight_formats.pack(torch.randn(64, 32), fmt)
+    x = torch.randn(2, 32)
+    compiled = torch.compile(lambda x, w: torch.relu(weight_formats.linear(x, w)), fullgraph=True)
+    assert torch.equal(compiled(x, packed), torch.relu(weight_formats.linear(x, packed)))
+
+
+def test_an_unknown_format_is_named():
+    with pytest.raises(ValueError, match="unknown weight format 'int4': choose one of fp16, int8, none"):
+        weight_formats.pack(torch.zeros(2, 2), "int4")
+
+
+def test_without_a_cpp_compiler_the_service_falls_back_to_float32_and_says_why(tmp_path):
+    script = """
+import logging
+logging.basicConfig(level=logging.WARNING)
+from service.engines.transformers_engine import weight_format
+print("format", weight_format("fp16", "base"))
+"""
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "LIMA_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "format none" in result.stdout
+    assert "model 'base' is served with float32 weights" in result.stderr
+    assert "could not be built" in result.stderr
