@@ -54,7 +54,7 @@ def train(base: str, lima: str, steps: int) -> tuple[Path, float, int, str]:
     args = argparse.Namespace(
         variant="dialogue", preset="lima-paper", lima=lima, chains="project", base=base, max_steps=steps,
         lora=None, service_url=None, judge_url=None, judge_model=None, pause_service="never",
-        set=["checkpoints.dev_prompts=0", "train.small_model_batch_size=16", "data.max_length=1024"])
+        set=["lima.checkpoints.dev_prompts=0", "lima.small_model_batch_size=16", "sft.max_length=1024"])
     run(args)
     db = connect()
     record = runs.history(db, 1)[0]

@@ -49,7 +49,7 @@ import torch  # noqa: E402
 
 from dialogues import project  # noqa: E402
 from lima import home  # noqa: E402
-from service import embedded_model  # noqa: E402
+from lima import embedded_model  # noqa: E402
 from service.engines import fidelity  # noqa: E402
 from ui.launch import start_service  # noqa: E402
 

@@ -76,24 +76,24 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from service import embedded_model
+    from lima import embedded_model
     from training import chat_setup, recipe as recipes, train
 
     recipe = recipes.load("cpu-demo")
     folder = embedded_model.prepare()
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    chat_setup.setup(model, tokenizer, recipe.eot_token)
+    chat_setup.setup(model, tokenizer, recipe.lima.eot_token)
     examples = train.build_dataset(recipe, "dialogue", None, "project").examples
     examples = examples[: args.examples + 8]  # room for the warm-up step of the batched setups
-    common = dict(learning_rate=recipe.train.learning_rate, max_length=recipe.data.max_length,
-                  assistant_only_loss=True, eos_token=recipe.eot_token)
+    common = dict(learning_rate=recipe.sft["learning_rate"], max_length=recipe.max_length,
+                  assistant_only_loss=True, eos_token=recipe.lima.eot_token)
     bf16 = train.bf16_ok("cpu")
-    micro = recipe.train.micro_batch_size
+    micro = recipe.sft["per_device_train_batch_size"]
     setups = [
         ("cpu-demo preset (micro-batch 1, no padding)",
          dict(per_device_train_batch_size=micro, gradient_accumulation_steps=1, bf16=bf16,
-              activation_checkpointing=recipe.train.activation_checkpointing), args.examples // micro + 1),
+              activation_checkpointing=recipe.sft["activation_checkpointing"]), args.examples // micro + 1),
         ("TRL defaults (batch 8 padded, checkpointing)",
          dict(per_device_train_batch_size=8, bf16=bf16), args.examples // 8 + 1),
         ("TRL defaults + packing", dict(per_device_train_batch_size=8, bf16=bf16, packing=True),
@@ -101,7 +101,7 @@ def main() -> None:
     ]
     results = [measure(name, model, tokenizer, examples, {**common, **kwargs}, steps) for name, kwargs, steps in setups]
     baseline = results[0][1]
-    print(f"\ncpu-demo dialogue examples, max length {recipe.data.max_length}, bf16 autocast {bf16}, "
+    print(f"\ncpu-demo dialogue examples, max length {recipe.max_length}, bf16 autocast {bf16}, "
           f"{os.cpu_count()} cores\n")
     print(f"{'setup':48} {'real tokens/s':>14} {'vs cpu-demo':>12}")
     for name, value in results:

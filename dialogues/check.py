@@ -13,6 +13,7 @@ import sys
 import warnings
 from collections import Counter
 
+from lima import paper
 from dialogues import lima_data, project, training_sets
 from dialogues.jsonl import DataError
 
@@ -47,7 +48,7 @@ def report(chains_path: str, openers_path: str, lima: str | None) -> list[str]:
             data = lima_data.load(lima)
         lines.append(f"LIMA {data.origin}: {len(data.single)} single-turn, {len(data.multi)} multi-turn")
         lines += [f"  warning: {w.message}" for w in caught]
-        for variant in training_sets.VARIANTS:
+        for variant in paper.VARIANTS:
             built = training_sets.build(variant, data)
             lines.append(f"  {variant}: {len(built.examples)} examples, sha256 {built.sha256[:16]}…, {built.counts}")
     return lines

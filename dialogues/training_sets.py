@@ -18,8 +18,8 @@ from dialogues import jsonl, project
 from dialogues.jsonl import DataError
 from dialogues.lima_data import LimaData
 from dialogues.schema import Chain, Example
+from lima.paper import VARIANTS
 
-VARIANTS = ("zero-shot", "dialogue")
 
 
 @dataclass

@@ -19,17 +19,9 @@ from pathlib import Path
 
 from evaluation.stats import wilson
 from lima import home
+from lima.paper import DIALOGUE, SECTION_6 as PAPER, SECTION_6_VERDICT as PAPER_VERDICT, ZERO_SHOT
 from lima.store import chatlog, connect
 
-ZERO_SHOT, DIALOGUE = "lima-zero-shot", "lima-dialogue"
-# Zhou et al. 2023, section 6 (10 conversations per model). Pass is derived: turns - Excellent - Fail.
-PAPER = {
-    ZERO_SHOT: {"label": "paper, zero-shot (1,000)", "turns": 42, "Excellent": 19, "Pass": 8, "Fail": 15,
-                "conversations": 10, "note": "fails in 6 of 10 conversations within 3 turns"},
-    DIALOGUE: {"label": "paper, dialogue (1,030)", "turns": 46, "Excellent": 35, "Pass": 10, "Fail": 1,
-               "conversations": 10, "note": ""},
-}
-PAPER_VERDICT = "dialogue better in 7 of 10 conversations, tied in 3"
 COLORS = {"Fail": "#d9534f", "Pass": "#f0ad4e", "Excellent": "#5cb85c"}
 
 

@@ -35,3 +35,17 @@ def chat_template(bos: str = "", eot: str = EOT) -> str:
         "{%- if add_generation_prompt -%}{{- 'Assistant:\\n' -}}{%- endif -%}"
     )
 
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """Every id that ends a turn: the generation config's EOS list (TRL puts the EOT first), the
+    tokenizer's EOS and the LIMA EOT token when the vocabulary has it."""
+    ids: set[int] = set()
+    for source in (model.generation_config.eos_token_id, model.config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
+    eot = tokenizer.convert_tokens_to_ids(EOT)
+    if isinstance(eot, int) and eot != tokenizer.unk_token_id:
+        ids.add(eot)
+    return ids

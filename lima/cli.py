@@ -8,7 +8,7 @@ import sys
 
 
 def _models_prepare(args) -> int:
-    from service import embedded_model
+    from lima import embedded_model
 
     try:
         print(embedded_model.prepare(args.dest))
@@ -21,7 +21,7 @@ def _models_prepare(args) -> int:
 def _models_list(args) -> int:
     from lima.store import connect
     from lima.store.registry import registered
-    from service import embedded_model
+    from lima import embedded_model
 
     path = embedded_model.default_path()
     print(f"base\t{path}\t{'prepared' if embedded_model.is_prepared(path) else 'not prepared (lima models prepare)'}")
@@ -60,7 +60,7 @@ MODULE_COMMANDS = [
     ("train", "train the zero-shot or dialogue variant with the LIMA recipe (TRL)", "training.train"),
     ("report", "print the side-by-side table; write Markdown and the PNG chart", "evaluation.report"),
     ("judge", "run an LLM judge (OpenAI protocol) over saved comparisons and turns", "evaluation.pairwise"),
-    ("replay", "re-run a saved conversation's user turns on another model", "evaluation.replay"),
+    ("replay", "re-run a saved conversation's user turns on another model", "evaluation.comparisons"),
 ]
 
 

@@ -7,7 +7,9 @@
     DELETE /admin/models/{name}   stop serving a model
     POST /admin/sleep, /admin/wake   free / restore the accelerator around a training run
 
-The app is built by ``create_app(engine)``: nothing happens at import time.
+The app is built by ``create_app(engine)``: nothing happens at import time. Engines raise engine
+errors (``service.engines.base``); this module alone turns them into HTTP answers with
+OpenAI-style bodies.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from openai.types.completion_usage import CompletionUsage
 
-from service.engines.base import Delta, Engine, EngineUnavailable, ModelLoadError, Prepared
+from lima.model_files import ModelLoadError
 from lima.validation import validation_message
+from service.engines.base import (Delta, Engine, EngineError, EngineUnavailable, InvalidRequest, Prepared,
+                                  PromptTooLong, UnknownModel)
 from service.protocol import ChatCompletionRequest, ModelRegistration, RequestError
 from service.sampling import SamplingParams
 
@@ -59,9 +63,9 @@ def create_app(engine: Engine, api_key: str | None = None, failures: dict[str, s
         message, param = validation_message(exc.errors())
         return _error(400, message, "invalid_request_error", "invalid_request", param)
 
-    @app.exception_handler(EngineUnavailable)
-    async def unavailable(_, exc: EngineUnavailable):
-        return _error(503, str(exc), "service_unavailable", "model_unavailable")
+    @app.exception_handler(EngineError)
+    async def engine_error(_, exc: EngineError):
+        return _engine_error(exc)
 
     @app.exception_handler(ModelLoadError)
     async def load_error(_, exc: ModelLoadError):
@@ -117,6 +121,19 @@ def create_app(engine: Engine, api_key: str | None = None, failures: dict[str, s
     return app
 
 
+def _engine_error(exc: EngineError) -> JSONResponse:
+    """The HTTP answer to each kind of engine error."""
+    if isinstance(exc, UnknownModel):
+        return _error(404, str(exc), "invalid_request_error", "model_not_found", exc.param)
+    if isinstance(exc, PromptTooLong):
+        return _error(400, str(exc), "invalid_request_error", "context_length_exceeded", exc.param)
+    if isinstance(exc, InvalidRequest):
+        return _error(400, str(exc), "invalid_request_error", "invalid_request", exc.param)
+    if isinstance(exc, EngineUnavailable):
+        return _error(503, str(exc), "service_unavailable", "model_unavailable", exc.param)
+    return _error(500, str(exc), "server_error", "engine_error", exc.param)
+
+
 async def _complete(engine: Engine, prepared: Prepared, completion_id: str) -> JSONResponse:
     text, last = [], Delta()
     async for delta in engine.stream(prepared):
@@ -160,7 +177,7 @@ async def _sse(engine: Engine, prepared: Prepared, completion_id: str, include_u
                 yield chunk(ChoiceDelta(), finish=delta.finish_reason)
                 if include_usage:
                     yield chunk(ChoiceDelta(), usage=_usage(delta, prepared), choices=False)
-    except (EngineUnavailable, RequestError) as exc:
-        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}})}\n\n"
+    except EngineError as exc:  # after the headers went out: the error travels as an event
+        yield f"data: {json.dumps(json.loads(_engine_error(exc).body))}\n\n"
         return
     yield "data: [DONE]\n\n"

@@ -17,9 +17,9 @@ import logging
 import os
 import sys
 
-from service import embedded_model
-from service.engines.base import Engine, ModelLoadError
-from service.model_source import parse_spec
+from lima import embedded_model
+from lima.model_files import ModelLoadError, parse_spec
+from service.engines.base import Engine
 
 log = logging.getLogger("lima.serve")
 

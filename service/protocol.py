@@ -8,13 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationInfo, field_validator, model_validator
 
-from lima.validation import non_blank
-
-# The paper's decoding (section 4.1): nucleus p=0.9, temperature 0.7, repetition penalty 1.2,
-# at most 2,048 new tokens. A request may override any of them.
-PAPER_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_tokens": 2048}
 
 # Above this no model we serve has a context window; a bigger max_tokens is a typo, not a wish.
 ABSURD_MAX_TOKENS = 1_000_000
@@ -37,8 +32,16 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant"]
     # Strict: a number or a list of parts is refused with a message naming the field, not coerced.
-    content: non_blank("content is empty")
+    content: StrictStr
     name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def says_something(cls, content: str, info: ValidationInfo) -> str:
+        # A model may have answered with nothing; the conversation must still be able to go on.
+        if info.data.get("role") != "assistant" and not content.strip():
+            raise ValueError("content is empty")
+        return content
 
 
 class StreamOptions(BaseModel):

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service.protocol import PAPER_SAMPLING
+from lima.paper import DECODING
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = PAPER_SAMPLING["temperature"]
-    top_p: float = PAPER_SAMPLING["top_p"]
+    temperature: float = DECODING["temperature"]
+    top_p: float = DECODING["top_p"]
     top_k: int = 0
-    repetition_penalty: float = PAPER_SAMPLING["repetition_penalty"]
+    repetition_penalty: float = DECODING["repetition_penalty"]
     max_tokens: int | None = None  # None: the paper's 2,048, capped by the context window
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None

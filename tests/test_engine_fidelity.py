@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dialogues import project
 from service.engines import fidelity
-from service.engines.transformers_engine import load_runner
+from service.engines.fast_llama import FastLlama
+from service.engines.transformers_engine import load_model, weight_format
 from tests.helpers.server import running
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,10 @@ def test_perplexity_stays_within_two_percent_of_float32(embedded_model, float32,
     texts = fidelity.token_ids(tokenizer, [c.as_openai() for c in project.chains()[:4]], max_tokens=512)
     with torch.inference_mode():
         reference = fidelity.perplexity(lambda ids: model(torch.tensor([ids])).logits[0], texts)
-    runner, *_ = load_runner("base", str(embedded_model), "cpu", torch.float32, fmt, "lean")
+    # the served weights and kernels, through the prefill path (the compiled decode step is the
+    # greedy test's business below)
+    served_model, _ = load_model("base", str(embedded_model), "cpu", torch.float32)
+    runner = FastLlama(served_model, quantize=weight_format(fmt, "base"), compile=False)
     served = fidelity.perplexity(runner.logits, texts)
     assert abs(served / reference - 1) < 0.02, (fmt, served, reference)
 

@@ -53,7 +53,7 @@ def test_zero_usable_examples_fail_the_run_with_the_reason(tiny_base, tmp_path):
     lima = tmp_path / "lima.jsonl"
     lima.write_text(json.dumps({"conversations": ["word " * 400, "answer"], "source": "x"}) + "\n")
     with pytest.raises(train.TrainingError, match="no example has assistant tokens within 128 tokens"):
-        train.run(train_args(tiny_base, lima, variant="zero-shot", extra=["data.lima_examples=1"]))
+        train.run(train_args(tiny_base, lima, variant="zero-shot", extra=["lima.lima_examples=1"]))
     [run] = runs.history(connect())
     assert run["status"] == "failed" and "no example has assistant tokens" in run["error"]
     assert registered(connect()) == {}
@@ -90,7 +90,8 @@ def test_a_second_run_is_refused_while_one_runs(tiny_base, lima_file):
 
 
 def test_cancel_stops_the_run_and_registers_nothing(tiny_base, lima_file, lima_home):
-    sets = [f"--set={s}" for s in TINY] + ["--set=train.epochs=200", "--set=checkpoints.epochs=[199, 200]"]
+    sets = [f"--set={s}" for s in TINY] + ["--set=sft.num_train_epochs=200",
+                                               "--set=lima.checkpoints.epochs=[199, 200]"]
     process = subprocess.Popen([sys.executable, "-m", "lima.cli", "train", "--variant", "dialogue", "--base",
                                 str(tiny_base), "--lima", str(lima_file), *sets],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

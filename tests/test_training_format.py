@@ -24,7 +24,7 @@ def prepared(tmp_path_factory):
     tokenizer = AutoTokenizer.from_pretrained(base)
     before = model.get_input_embeddings().weight.shape[0]
     eot_id = chat_setup.setup(model, tokenizer, chat_format.EOT)
-    recipe = recipes.load("cpu-demo", [*TINY, "data.max_length=4096"])
+    recipe = recipes.load("cpu-demo", [*TINY, "sft.max_length=4096"])
     dataset = training_sets.TrainingSet("dialogue", "project", [CHAIN])
     folder = tmp_path_factory.mktemp("prepared")
     trainer = train.make_trainer(recipe, dataset, model, tokenizer, folder / "run", 10, eot_id, [])

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from lima.store import connect
 from lima.store.registry import registered
+from lima import paper
 from training import runs, train
 from tests.helpers.server import running
 from tests.helpers.training import train_args, write_lima
@@ -29,7 +30,7 @@ def test_a_run_records_trains_and_registers(variant, chain_source, tiny_base, li
     record = runs.get(db, run["id"])
     assert record["status"] == "done" and record["error"] is None and record["ended"] >= record["started"]
     assert record["base"] == str(tiny_base) and record["preset"] == "cpu-demo"
-    assert record["config"]["train"]["adam_beta2"] == 0.95 and record["config"]["data"]["max_length"] == 128
+    assert record["config"]["sft"]["adam_beta2"] == 0.95 and record["config"]["sft"]["max_length"] == 128
     assert len(record["dataset_sha256"]) == 64
     expected = {"lima/stackexchange": 3, "lima/wikihow": 3} | ({"project": 30} if variant == "dialogue" else {})
     assert record["dataset_counts"] == expected
@@ -42,7 +43,7 @@ def test_a_run_records_trains_and_registers(variant, chain_source, tiny_base, li
     assert tokens == sorted(tokens) and tokens[0] > 0  # TRL's running count of real tokens
     assert runs.tokens_per_second(db, run["id"]) > 0
     # the chosen checkpoint was served to the registry under the variant's name
-    name = train.MODEL_NAMES[variant]
+    name = paper.model_name(variant)
     folder = registered(db)[name]
     assert record["model_path"] == folder and name in summary
     provenance = json.loads(open(f"{folder}/lima_run.json").read())
@@ -61,9 +62,9 @@ def test_a_run_records_trains_and_registers(variant, chain_source, tiny_base, li
 def test_loss_falls_on_a_repeated_tiny_set(tiny_base, tmp_path):
     lima = write_lima(tmp_path / "lima.jsonl", singles=2, multi=0)
     train.run(train_args(tiny_base, lima, variant="zero-shot",
-                         extra=["data.lima_examples=2", "train.epochs=30", "train.learning_rate=3e-3",
-                                "train.final_learning_rate=1e-3", "checkpoints.epochs=[30, 30]",
-                                "checkpoints.dev_prompts=0"]))
+                         extra=["lima.lima_examples=2", "sft.num_train_epochs=30", "sft.learning_rate=3e-3",
+                                "sft.lr_scheduler_kwargs={lr_end: 1.0e-3, power: 1.0}",
+                                "lima.checkpoints.epochs=[30, 30]", "lima.checkpoints.dev_prompts=0"]))
     db = connect()
     [run] = runs.history(db)
     losses = [r["loss"] for r in runs.losses(db, run["id"])]

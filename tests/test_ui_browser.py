@@ -8,7 +8,7 @@ import yaml
 from lima.store import chatlog, connect
 from training import runs
 from tests.helpers.browser import studio
-from tests.helpers.training import TINY, write_lima
+from tests.helpers.training import tiny_preset, write_lima
 
 pytestmark = pytest.mark.browser
 
@@ -17,14 +17,8 @@ pytestmark = pytest.mark.browser
 def app(tmp_path_factory, tiny_base):
     home = tmp_path_factory.mktemp("studio-home")
     lima = write_lima(home / "lima.jsonl")
-    preset = yaml.safe_load(open("training/presets/cpu-demo.yaml"))
-    for item in TINY:
-        key, value = item.split("=")
-        section, field = key.split(".")
-        preset[section][field] = yaml.safe_load(value)
-    preset["base"] = str(tiny_base)
     (home / "presets").mkdir()
-    (home / "presets" / "tiny.yaml").write_text(yaml.safe_dump(preset))
+    (home / "presets" / "tiny.yaml").write_text(yaml.safe_dump(tiny_preset(tiny_base)))
     serve = ["--model", f"base={tiny_base}", "--model", f"other={tiny_base}", "--quantize", "none"]
     with studio(home, serve, env={"LIMA_DATASET": str(lima)}) as url:
         yield url, home

@@ -23,7 +23,7 @@ CONVERSATION = [{"role": "user", "content": "how do i boil an egg?"},
 
 @pytest.fixture(params=["full", "lora"])
 def checkpoint(request, tiny_base, tmp_path) -> Path:
-    extra = ["lora.r=4", "lora.alpha=8"] if request.param == "lora" else []
+    extra = ["lima.lora.r=4", "lima.lora.alpha=8"] if request.param == "lora" else []
     train.run(train_args(tiny_base, write_lima(tmp_path / "lima.jsonl"), variant="zero-shot",
                          lora=request.param == "lora" or None, extra=extra))
     return Path(runs.history(connect())[0]["model_path"])

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from service.engines.base import EngineUnavailable, ModelLoadError
+from lima.model_files import ModelLoadError
+from service.engines.base import EngineUnavailable, PromptTooLong
 from service.engines.vllm_engine import VllmEngine, VllmUnavailable, gpu_problem
-from service.protocol import RequestError
 from service.sampling import SamplingParams
 
 FAKE = str(Path(__file__).parent / "fakes" / "vllm")
@@ -93,7 +93,7 @@ def test_lifecycle_start_proxy_sleep_wake_stop(tmp_path, tiny_base, record):
         await engine.wake()
         assert events(record, "request")[-1]["path"] == "/wake_up"
         prepared = await engine.prepare("lima-dialogue", [{"role": "user", "content": "TOO LONG"}], params)
-        with pytest.raises(RequestError, match="maximum context length"):
+        with pytest.raises(PromptTooLong, match="maximum context length"):
             [d async for d in engine.stream(prepared)]
 
         process = engine.servers["lima-dialogue"].process

@@ -1,12 +1,13 @@
 """Train a LIMA variant with TRL's SFTTrainer, one command per variant.
 
-    lima train --variant dialogue --preset cpu-demo                       # CPU, about 15 minutes
+    lima train --variant dialogue --preset cpu-demo                       # CPU, about 10 minutes
     lima train --variant zero-shot --preset lima-paper --base Qwen/Qwen2.5-7B --lima GAIR/lima
     accelerate launch --config_file training/accelerate/fsdp.yaml -m training.train \\
         --variant dialogue --preset lima-paper                            # several GPUs or nodes
 
 Steps, top to bottom:
-  1. the recipe: the preset's YAML, then flags (--base, --max-steps, --lora, --set KEY=VALUE)
+  1. the recipe: the paper's base YAML, the preset's overrides, then flags (--base, --max-steps,
+     --lora, --set sft.FIELD=VALUE or lima.FIELD=VALUE)
   2. the data: LIMA + chains -> the training set, recorded with its sha256 and counts
   3. the run record (refused while another run is running)
   4. the model: base + EOT token + shared chat template + residual dropout (+ LoRA)
@@ -30,11 +31,10 @@ from pathlib import Path
 
 from dialogues import lima_data, training_sets
 from dialogues.jsonl import DataError
-from lima import home
+from lima import home, paper
 from lima.store import connect
 from lima.store.registry import register
-from service.engines.base import ModelLoadError
-from service.model_source import check_folder
+from lima.model_files import ModelLoadError, check_folder
 from training import chat_setup, recipe as recipes, runs, service_link
 
 # torch, transformers, TRL and the judge's client are imported where used: `lima --help` and a
@@ -42,7 +42,6 @@ from training import chat_setup, recipe as recipes, runs, service_link
 
 log = logging.getLogger("lima.train")
 
-MODEL_NAMES = {"zero-shot": "lima-zero-shot", "dialogue": "lima-dialogue"}
 # Files of a Trainer checkpoint that a served model does not need.
 TRAINER_STATE = ("trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state")
 
@@ -52,7 +51,7 @@ class TrainingError(RuntimeError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", required=True, choices=training_sets.VARIANTS)
+    parser.add_argument("--variant", required=True, choices=paper.VARIANTS)
     parser.add_argument("--preset", default="cpu-demo", help=f"one of {', '.join(recipes.presets())}, or a YAML file")
     parser.add_argument("--lima", help="LIMA JSONL file or hub id (default: $LIMA_DATASET, else GAIR/lima)")
     parser.add_argument("--chains", default="project", help="dialogue chains: project, lima, or a chains JSONL file")
@@ -72,12 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # -- 2. data ---------------------------------------------------------------------------------------
 
-def build_dataset(recipe: recipes.Recipe, variant: str, lima: str | None, chains: str) -> training_sets.TrainingSet:
-    """The variant's training set; a preset may take a seeded sample of LIMA's single-turn rows."""
-    data = lima_data.load(lima)
-    n = recipe.data.lima_examples
+def build_dataset(recipe: recipes.Recipe, variant: str, lima: str | lima_data.LimaData | None,
+                  chains: str) -> training_sets.TrainingSet:
+    """The variant's training set from LIMA (a path or hub id, or data already loaded) and the chains;
+    a preset may take a seeded sample of LIMA's single-turn rows."""
+    data = lima if isinstance(lima, lima_data.LimaData) else lima_data.load(lima)
+    n = recipe.lima.lima_examples
     if n is not None and n < len(data.single):
-        keep = sorted(random.Random(recipe.data.seed).sample(range(len(data.single)), n))
+        keep = sorted(random.Random(recipe.lima.seed).sample(range(len(data.single)), n))
         data = lima_data.LimaData(data.origin, [data.single[i] for i in keep], data.multi)
     return training_sets.build(variant, data, chains)
 
@@ -86,7 +87,7 @@ def build_dataset(recipe: recipes.Recipe, variant: str, lima: str | None, chains
 
 def resolve_base(base: str) -> str:
     if base == "embedded":
-        from service import embedded_model
+        from lima import embedded_model
 
         return str(embedded_model.prepare())
     path = check_folder("base", base)
@@ -106,7 +107,7 @@ def load_base(base: str, device: str, recipe: recipes.Recipe):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # Big models on a GPU train in bf16 weights; on a CPU float32 weights with bf16 autocast.
-    dtype = torch.bfloat16 if device == "cuda" and recipe.train.mixed_precision == "bf16" else torch.float32
+    dtype = torch.bfloat16 if device == "cuda" and recipe.sft.get("bf16") else torch.float32
     try:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(base)
@@ -119,7 +120,8 @@ def lora_config(recipe: recipes.Recipe, eot_id: int):
     from peft import LoraConfig
 
     # The new EOT row of the embeddings must learn too: train just that row, not the whole matrix.
-    return LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
+    lora = recipe.lima.lora
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                       target_modules="all-linear", trainable_token_indices=[eot_id], task_type="CAUSAL_LM")
 
 
@@ -171,8 +173,8 @@ def shared_run_id(variant: str) -> tuple[str, bool]:
 
 
 def run(args) -> str:
-    recipe = recipes.load(args.preset, args.set, base=args.base, train__max_steps=args.max_steps,
-                          lora__enabled=args.lora)
+    recipe = recipes.load(args.preset, args.set, base=args.base, sft__max_steps=args.max_steps,
+                          lima__lora__enabled=args.lora)
     base = resolve_base(recipe.base)
     dataset = build_dataset(recipe, args.variant, args.lima, args.chains)
     from training.progress import DatabaseProgress
@@ -200,31 +202,31 @@ def run(args) -> str:
 
 
 def make_trainer(recipe, dataset, model, tokenizer, run_dir: Path, parameters: int, eot_id: int, callbacks):
-    """TRL's SFTTrainer configured from the recipe: every number comes from the preset."""
+    """TRL's SFTTrainer: the recipe's ``sft`` block as it is, plus what the run and the LIMA format decide."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     device = "cuda" if next(model.parameters()).is_cuda else "cpu"
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    micro = recipe.train.micro_batch_size
-    accumulation = max(1, recipe.batch_size(parameters) // (micro * world))
-    mixed = recipe.train.mixed_precision
+    sft = dict(recipe.sft)
+    if sft.get("bf16") and not bf16_ok(device):
+        log.info("bf16 is not supported on this %s: training in float32", device)
+        sft["bf16"] = False
+    if sft.get("fp16") and device != "cuda":
+        sft["fp16"] = False
+    micro = sft.get("per_device_train_batch_size", 8)
     config = SFTConfig(
-        output_dir=str(run_dir), num_train_epochs=recipe.train.epochs, max_steps=recipe.train.max_steps or -1,
-        per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation,
-        learning_rate=recipe.train.learning_rate, lr_scheduler_type="polynomial",
-        lr_scheduler_kwargs={"lr_end": recipe.train.final_learning_rate, "power": 1.0},
-        warmup_steps=recipe.train.warmup_steps, adam_beta1=recipe.train.adam_beta1,
-        adam_beta2=recipe.train.adam_beta2, weight_decay=recipe.train.weight_decay,
-        max_length=recipe.data.max_length, packing=False, assistant_only_loss=True, eos_token=recipe.eot_token,
-        bf16=mixed == "bf16" and bf16_ok(device), fp16=mixed == "fp16" and device == "cuda",
-        use_cpu=device == "cpu", activation_checkpointing=recipe.train.activation_checkpointing,
-        logging_steps=1, save_strategy="epoch", save_only_model=True, report_to="none",
-        seed=recipe.data.seed, data_seed=recipe.data.seed, dataloader_drop_last=False)
+        **sft, output_dir=str(run_dir),
+        # the paper's batch in examples per optimizer step, whatever fits in one forward pass
+        gradient_accumulation_steps=max(1, recipe.batch_size(parameters) // (micro * world)),
+        # the LIMA format: loss on every assistant turn, each ending with the EOT token
+        packing=False, assistant_only_loss=True, eos_token=recipe.lima.eot_token,
+        use_cpu=device == "cpu", logging_steps=1, save_strategy="epoch", save_only_model=True, report_to="none",
+        data_seed=sft.get("seed", 0), dataloader_drop_last=False)
     trainer = SFTTrainer(
         model=model, args=config, processing_class=tokenizer,
         train_dataset=Dataset.from_list([{"messages": e.as_openai()} for e in dataset.examples]),
-        peft_config=lora_config(recipe, eot_id) if recipe.lora.enabled else None,
+        peft_config=lora_config(recipe, eot_id) if recipe.lima.lora.enabled else None,
         callbacks=callbacks)
     return trainer
 
@@ -257,20 +259,21 @@ def _fit_select_publish(args, recipe, dataset, base, db, run_id, run_dir, progre
 
     model, tokenizer = load_base(base, device, recipe)
     parameters = sum(p.numel() for p in model.parameters())
-    eot_id = chat_setup.setup(model, tokenizer, recipe.eot_token)
+    eot_id = chat_setup.setup(model, tokenizer, recipe.lima.eot_token)
     residual_dropout.attach(model, recipe.dropout_top(parameters))
 
-    first, last = recipe.checkpoints.epochs
+    first, last = recipe.lima.checkpoints.epochs
     window = CheckpointWindow(first, last, progress)
     bytes_per_param = 2 if next(model.parameters()).dtype == torch.bfloat16 else 4
     run_dir.mkdir(parents=True, exist_ok=True)
-    check_disk(parameters, bytes_per_param, (last - first + 2) if not recipe.lora.enabled else 1,
+    lora = recipe.lima.lora.enabled
+    check_disk(parameters, bytes_per_param, (last - first + 2) if not lora else 1,
                run_dir, home.models_dir())
 
     trainer = make_trainer(recipe, dataset, model, tokenizer, run_dir, parameters, eot_id, [progress, window])
     used = len(trainer.train_dataset)
     if used == 0:
-        raise TrainingError(f"no example has assistant tokens within {recipe.data.max_length} tokens")
+        raise TrainingError(f"no example has assistant tokens within {recipe.max_length} tokens")
     if progress.writes:
         runs.update(db, run_id, examples=used)
     try:
@@ -286,10 +289,10 @@ def _fit_select_publish(args, recipe, dataset, base, db, run_id, run_dir, progre
         return None
 
     # 6. which weights to serve
-    final_model = trainer.model.merge_and_unload() if recipe.lora.enabled else trainer.model
+    final_model = trainer.model.merge_and_unload() if lora else trainer.model
     judge = Judge(args.judge_url, args.judge_model) if args.judge_url and args.judge_model else Judge.from_env()
     candidates = [selection.Candidate(epoch, run_dir / f"checkpoint-{step}") for epoch, step in
-                  sorted(window.saved.items())] if not recipe.lora.enabled else []
+                  sorted(window.saved.items())] if not lora else []
     chosen, how = None, "final weights (no checkpoint in the epoch window)"
     if candidates:
         def load(path):
@@ -299,13 +302,13 @@ def _fit_select_publish(args, recipe, dataset, base, db, run_id, run_dir, progre
                     .to(final_model.device).eval(), AutoTokenizer.from_pretrained(path))
 
         try:
-            chosen, how = selection.select(db, run_id, candidates, load, recipe.checkpoints.dev_prompts,
-                                           recipe.checkpoints.dev_max_new_tokens, judge)
+            chosen, how = selection.select(db, run_id, candidates, load, recipe.lima.checkpoints, recipe.lima.decoding,
+                                           judge)
         except JudgeUnavailable as exc:
             raise TrainingError(str(exc)) from exc
 
     # 7. publish the chosen weights as a complete folder
-    name = MODEL_NAMES[args.variant]
+    name = paper.model_name(args.variant)
     dest = home.models_dir() / f"{args.variant}-{run_id}"
     provenance = {"run_id": run_id, "variant": args.variant, "preset": recipe.name, "base": base,
                   "dataset_sha256": dataset.sha256, "dataset_counts": dataset.counts, "examples_trained": used,

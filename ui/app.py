@@ -9,7 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ui import chat_tab, compare_tab, ratings_tab, report_tab, retrain_tab
-from ui.service_client import ServiceClient
+from lima.service_client import ServiceClient
 
 CSS = ".follow-up { flex-grow: 0 !important; }"
 
@@ -25,7 +25,7 @@ def build_app(service_url: str, api_key: str | None = None) -> gr.Blocks:
             with gr.Tab("Compare", id="compare") as compare_page:
                 compare = compare_tab.build(client)
             with gr.Tab("Retrain", id="retrain"):
-                retrain = retrain_tab.build(service_url)
+                retrain = retrain_tab.build(service_url, api_key)
             with gr.Tab("Ratings", id="ratings") as ratings_page:
                 ratings = ratings_tab.build()
             with gr.Tab("Report", id="report") as report_page:

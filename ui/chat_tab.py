@@ -11,14 +11,16 @@ from __future__ import annotations
 import gradio as gr
 
 from dialogues import project
+from lima import conversation as conv, paper
+from lima.paper import DECODING
+from lima.service_client import ServiceClient, ServiceProblem
 from lima.store import chatlog, connect
-from service.protocol import PAPER_SAMPLING
-from ui import conversation as conv
-from ui.service_client import ServiceClient, ServiceProblem
+from ui import pickers, rating
+from ui.rating import rater_of
 
 FOLLOW_UP_SLOTS = 4
 HELP = ("**Rate every reply** with the flag under it. "
-        + " · ".join(f"**{label}**: {definition}" for label, definition in chatlog.DEFINITIONS.items())
+        + " · ".join(f"**{label}**: {definition}" for label, definition in paper.DEFINITIONS.items())
         + ". Click the pencil on a reply to **rewrite** it into what it should have been; the original is kept.")
 
 
@@ -31,10 +33,6 @@ def text_of(content) -> str:
     if isinstance(content, dict):
         return content.get("text", "")
     return str(content or "")
-
-
-def rater_of(name: str | None, request: gr.Request | None) -> str | None:
-    return (name or "").strip() or (getattr(request, "username", None) if request else None) or None
 
 
 def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
@@ -55,7 +53,7 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
                              value="", scale=3, elem_id="opener")
         reopen = gr.Dropdown(label="Reopen a conversation", choices=[], scale=3, elem_id="reopen")
     gr.Markdown(HELP)
-    chatbot = gr.Chatbot(feedback_options=list(chatlog.LABELS), editable="all", height=480, buttons=["copy"],
+    chatbot = gr.Chatbot(feedback_options=list(paper.LABELS), editable="all", height=480, buttons=["copy"],
                          elem_id="chatbot", label="Conversation")
     with gr.Row():
         follow_ups = [gr.Button(visible=False, size="sm", elem_classes=["follow-up"]) for _ in range(FOLLOW_UP_SLOTS)]
@@ -65,10 +63,10 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
         retry = gr.Button("Retry reply", scale=1)
     status = gr.Markdown(elem_id="chat-status")
     with gr.Accordion("Sampling (the paper's decoding by default)", open=False):
-        temperature = gr.Slider(0, 2, value=PAPER_SAMPLING["temperature"], step=0.05, label="temperature")
-        top_p = gr.Slider(0.05, 1, value=PAPER_SAMPLING["top_p"], step=0.05, label="top-p")
-        penalty = gr.Slider(1, 2, value=PAPER_SAMPLING["repetition_penalty"], step=0.05, label="repetition penalty")
-        max_tokens = gr.Slider(0, PAPER_SAMPLING["max_tokens"], value=0, step=16,
+        temperature = gr.Slider(0, 2, value=DECODING["temperature"], step=0.05, label="temperature")
+        top_p = gr.Slider(0.05, 1, value=DECODING["top_p"], step=0.05, label="top-p")
+        penalty = gr.Slider(1, 2, value=DECODING["repetition_penalty"], step=0.05, label="repetition penalty")
+        max_tokens = gr.Slider(0, DECODING["max_tokens"], value=0, step=16,
                                label="max new tokens (0: as many as the context allows, at most 2,048)")
     sampling = [temperature, top_p, penalty, max_tokens]
 
@@ -114,24 +112,12 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
     retry.click(on_retry, [chat_state, model, *sampling], chat_outputs)
 
     def on_rate(chat, rater_name, data: gr.LikeData, request: gr.Request):
-        index = data.index if isinstance(data.index, int) else data.index[0]
-        label = data.liked if isinstance(data.liked, str) and data.liked else None
-        try:
-            turn_id = chat.turn_ids[index] if 0 <= index < len(chat.turn_ids) else None
-            if turn_id is None:
-                raise chatlog.LogError(f"message {index} of this chat is not a saved turn")
-            chatlog.rate(connect(), turn_id, label, rater_of(rater_name, request))
-        except chatlog.LogError as exc:
-            gr.Warning(f"Rating not saved: {exc}")
-            return chat, "rating not saved"
-        position = sum(1 for m in chat.messages[: index + 1] if m["role"] == "assistant") - 1
-        chat.ratings[position] = label
-        return chat, f"turn {index} rated **{label or 'unrated'}** · saved"
+        return rating.rate(chat, data, rater_of(rater_name, request))
 
     chatbot.like(on_rate, [chat_state, rater], [chat_state, status])
 
     def on_edit(chat, rater_name, data: gr.EditData, request: gr.Request):
-        index = data.index if isinstance(data.index, int) else data.index[0]
+        index = rating.message_index(data)
         new_text = text_of(data.value)
         if not (0 <= index < len(chat.messages)):
             return shown(chat)
@@ -170,20 +156,10 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
     new.click(on_new, None, [message, opener_state, opener, *chat_outputs, *follow_ups])
 
     def model_choices(current):
-        try:
-            names = client.models()
-        except ServiceProblem as problem:
-            gr.Warning(str(problem))
-            return gr.update()
-        value = current if current in names else (names[0] if names else None)
-        return gr.update(choices=names, value=value)
+        return pickers.model_choices(client, current)
 
     refresh.click(model_choices, model, model)
     model.focus(model_choices, model, model)  # a model trained meanwhile appears when the list opens
-
-    def recent_choices():
-        rows = chatlog.recent(connect(), 30, source="chat")
-        return gr.update(choices=[(f"{r['updated'][:16]} · {r['model']} · {r['title'][:50]}", r["id"]) for r in rows])
 
     def on_reopen(conversation_id):
         chat = conv.load(conversation_id)
@@ -191,7 +167,7 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
         opener_id = found["opener_id"] if found else None
         return (opener_id, *shown(chat), *follow_up_buttons(opener_id))
 
-    reopen.focus(recent_choices, None, reopen)
+    reopen.focus(pickers.saved_conversations, None, reopen)
     reopen.input(on_reopen, reopen, [opener_state, *chat_outputs, *follow_ups])
 
     def restore(saved, current_model):

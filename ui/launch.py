@@ -75,7 +75,6 @@ def main(args) -> int:
         if args.base_model:
             serve_args += ["--base-model", args.base_model]
         service, url = start_service(args.service_port, serve_args, args.api_key)
-    os.environ["LIMA_SERVICE_URL"] = url  # training started from the UI hands its model to this service
     auth = (lambda user, password: bool(user) and password == args.password) if args.password else None
     try:
         app = build_app(url, args.api_key)

@@ -8,6 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from dialogues import export, jsonl
+from lima import paper
 from lima import home
 from lima.store import chatlog, connect
 
@@ -21,12 +22,12 @@ def summary(openers_only: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
         by_label = dict(zip(group["label"], group["n"]))
         total = sum(by_label.values())
         row = {"model": model, "turns rated": total}
-        for label in chatlog.LABELS:
+        for label in paper.LABELS:
             n = by_label.get(label, 0)
             row[label] = f"{n} ({100 * n / total:.1f}%)"
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["model", "turns rated", *chatlog.LABELS])
-    long["label"] = pd.Categorical(long["label"], categories=list(chatlog.LABELS), ordered=True)
+    table = pd.DataFrame(rows, columns=["model", "turns rated", *paper.LABELS])
+    long["label"] = pd.Categorical(long["label"], categories=list(paper.LABELS), ordered=True)
     return long.sort_values(["model", "label"]), table
 
 

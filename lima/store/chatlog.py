@@ -11,15 +11,8 @@ import uuid
 
 from sqlite_utils import Database
 
+from lima.paper import LABELS
 from lima.store.db import utcnow, write_lock
-
-LABELS = ("Fail", "Pass", "Excellent")
-# The paper's definitions (section 4.3), shown beside the rating buttons.
-DEFINITIONS = {
-    "Fail": "the response did not meet the requirements of the prompt",
-    "Pass": "the response met the requirements of the prompt",
-    "Excellent": "the model provided an excellent response to the prompt",
-}
 
 
 class LogError(ValueError):

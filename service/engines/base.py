@@ -15,12 +15,33 @@ from dataclasses import dataclass, field
 from service.sampling import SamplingParams
 
 
-class ModelLoadError(Exception):
-    """A model could not be loaded: the message names the model, the source and the cause."""
+class EngineError(Exception):
+    """A request the engine cannot serve. Engines raise these; ``service/app.py`` alone turns each
+    kind into an HTTP answer. ``param`` names the request field at fault, where one is."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
-class EngineUnavailable(Exception):
-    """The engine cannot serve right now (sleeping for a training run, backend down): HTTP 503."""
+class UnknownModel(EngineError):
+    """No model of that name is served."""
+
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(f"The model '{name}' does not exist. Known models: {', '.join(known) or 'none'}", "model")
+        self.name = name
+
+
+class InvalidRequest(EngineError):
+    """The request cannot be served as asked (the backend refused it)."""
+
+
+class PromptTooLong(InvalidRequest):
+    """The prompt, or the prompt plus max_tokens, does not fit the model's context."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot serve right now (sleeping for a training run, loading, backend down)."""
 
 
 @dataclass
@@ -63,14 +84,14 @@ class Engine(ABC):
     @abstractmethod
     async def add_model(self, name: str, source: str) -> ModelInfo:
         """Load ``source`` (folder or hub id) and serve it as ``name``, replacing any model of that
-        name only once the new one has loaded. Raises ModelLoadError."""
+        name only once the new one has loaded. Raises lima.model_files.ModelLoadError."""
 
     @abstractmethod
     async def remove_model(self, name: str) -> None: ...
 
     @abstractmethod
     async def prepare(self, model: str, messages: list[dict[str, str]], params: SamplingParams) -> Prepared:
-        """Render and count the prompt; raise RequestError for anything the client got wrong."""
+        """Render and count the prompt; raise an EngineError for anything the client got wrong."""
 
     @abstractmethod
     def stream(self, prepared: Prepared) -> AsyncIterator[Delta]:

@@ -4,17 +4,14 @@ transformers' logits processors take one temperature/top-p/penalty for the whole
 engine batches requests that each chose their own, so this applies them row-wise in a few
 vectorised tensor operations (same definitions as transformers' warpers).
 
-One deliberate difference from transformers: the tokens that end a turn are exempt from the
-repetition penalty. The LIMA format puts an end-of-turn token after every utterance, so every
-prompt contains it; penalising it as "already seen" pushes the end of every reply further away
-(the paper's 1.2 made the embedded model's replies 4-20 times longer, one to the 2,048-token
-limit). The penalty is meant against repeated content, not against finishing.
+The repetition penalty is ``lima.repetition_penalty``'s: the tokens that end a turn are exempt.
 """
 
 from __future__ import annotations
 
 import torch
 
+from lima.repetition_penalty import penalise
 from service.sampling import SamplingParams
 
 
@@ -23,7 +20,7 @@ class BatchSampler:
 
     def __init__(self, vocab_size: int, device: torch.device, exempt: set[int] | frozenset[int] = frozenset()):
         self.vocab_size, self.device = vocab_size, device
-        # tokens never penalised for having been seen: the stop tokens (see the module docstring)
+        # tokens never penalised for having been seen: the stop tokens
         self.penalisable = torch.ones(vocab_size, dtype=torch.bool, device=device)
         self.penalisable[[i for i in exempt if 0 <= i < vocab_size]] = False
         self.temperature = torch.empty(0, 1, device=device)
@@ -62,11 +59,7 @@ class BatchSampler:
         seen, temp = self.seen[idx], self.temperature[idx]
         top_p, penalty = self.top_p[idx], self.penalty[idx]
 
-        # Repetition penalty (CTRL, as in transformers): shrink the logits of every token already
-        # in the prompt or the output, dividing positive and multiplying negative ones; never
-        # the stop tokens.
-        penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-        logits = torch.where(seen & self.penalisable, penalised, logits)
+        logits = penalise(logits, seen & self.penalisable, penalty)
 
         out = logits.argmax(-1)
         sampled = (temp > 0).squeeze(1).nonzero().squeeze(1).tolist()

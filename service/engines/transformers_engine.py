@@ -20,11 +20,12 @@ from dataclasses import dataclass
 import torch
 
 from lima import chat_format
-from service.engines.base import Delta, Engine, EngineUnavailable, ModelInfo, ModelLoadError, Prepared
+from lima.model_files import ModelLoadError, check_folder
+from lima.paper import DECODING
+from service.engines.base import (Delta, Engine, EngineUnavailable, ModelInfo, Prepared, PromptTooLong,
+                                  UnknownModel)
 from service.engines import fast_llama, weight_formats
 from service.engines.batcher import Batcher, ComputeThread, ForwardRunner, Sequence
-from service.model_source import check_folder
-from service.protocol import PAPER_SAMPLING, RequestError
 from service.sampling import SamplingParams
 
 log = logging.getLogger("lima.engine")
@@ -37,21 +38,6 @@ class LoadedModel:
     tokenizer: object
     batcher: Batcher
     context_length: int
-
-
-def stop_token_ids(model, tokenizer) -> set[int]:
-    """Every id that ends a turn: the generation config's EOS list (TRL puts the EOT first), the
-    tokenizer's EOS and the LIMA EOT token when the vocabulary has it."""
-    ids: set[int] = set()
-    for source in (model.generation_config.eos_token_id, model.config.eos_token_id, tokenizer.eos_token_id):
-        if isinstance(source, int):
-            ids.add(source)
-        elif source:
-            ids.update(source)
-    eot = tokenizer.convert_tokens_to_ids(chat_format.EOT)
-    if isinstance(eot, int) and eot != tokenizer.unk_token_id:
-        ids.add(eot)
-    return ids
 
 
 def context_length(model, tokenizer) -> int:
@@ -98,7 +84,7 @@ def weight_format(quantize: str, name: str) -> str:
 def load_runner(name: str, source: str, device: str, dtype: torch.dtype, quantize: str, decoder: str) -> tuple:
     """(runner, tokenizer, stop ids, context length) for the batcher; runs on the compute thread."""
     model, tokenizer = load_model(name, source, device, dtype)
-    stops, ctx = stop_token_ids(model, tokenizer), context_length(model, tokenizer)
+    stops, ctx = chat_format.stop_token_ids(model, tokenizer), context_length(model, tokenizer)
     quantize = weight_format(quantize, name)
     reason = fast_llama.supports(model, device) if decoder == "lean" else "--cpu-decoder forward"
     if reason is None:
@@ -150,7 +136,7 @@ class TransformersEngine(Engine):
     async def remove_model(self, name: str) -> None:
         loaded = self._models.pop(name, None)
         if loaded is None:
-            raise RequestError(f"The model '{name}' does not exist", status=404, code="model_not_found")
+            raise UnknownModel(name, list(self._models))
         await self._retire(loaded)
 
     async def _retire(self, loaded: LoadedModel) -> None:
@@ -161,9 +147,7 @@ class TransformersEngine(Engine):
             raise EngineUnavailable("the model is retraining: serving resumes when the training run ends")
         loaded = self._models.get(name)
         if loaded is None:
-            known = ", ".join(self._models) or "none"
-            raise RequestError(f"The model '{name}' does not exist. Known models: {known}",
-                               status=404, param="model", code="model_not_found")
+            raise UnknownModel(name, list(self._models))
         return loaded
 
     # -- generation ---------------------------------------------------------------------------
@@ -174,13 +158,12 @@ class TransformersEngine(Engine):
                                       add_generation_prompt=True, tokenize=True, return_dict=False)
         n, ctx = len(ids), loaded.context_length
         if n >= ctx:
-            raise RequestError(f"The prompt is {n} tokens long; model '{model}' has a context of {ctx} tokens",
-                               param="messages", code="context_length_exceeded")
+            raise PromptTooLong(f"The prompt is {n} tokens long; model '{model}' has a context of {ctx} tokens",
+                                "messages")
         if params.max_tokens is not None and n + params.max_tokens > ctx:
-            raise RequestError(f"max_tokens={params.max_tokens} plus the prompt's {n} tokens exceeds model "
-                               f"'{model}''s context of {ctx} tokens; ask for at most {ctx - n}",
-                               param="max_tokens", code="context_length_exceeded")
-        max_new = params.max_tokens or min(PAPER_SAMPLING["max_tokens"], ctx - n)
+            raise PromptTooLong(f"max_tokens={params.max_tokens} plus the prompt's {n} tokens exceeds model "
+                                f"'{model}''s context of {ctx} tokens; ask for at most {ctx - n}", "max_tokens")
+        max_new = params.max_tokens or min(DECODING["max_tokens"], ctx - n)
         return Prepared(model, messages, params, n, payload={"ids": ids, "max_new": max_new, "loaded": loaded})
 
     async def stream(self, prepared: Prepared):

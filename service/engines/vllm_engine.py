@@ -30,9 +30,9 @@ import httpx
 import openai
 
 from lima import home
-from service.engines.base import Delta, Engine, EngineUnavailable, ModelInfo, ModelLoadError, Prepared
-from service.model_source import check_folder
-from service.protocol import RequestError
+from lima.model_files import ModelLoadError, check_folder
+from service.engines.base import (Delta, Engine, EngineUnavailable, InvalidRequest, ModelInfo, Prepared, PromptTooLong,
+                                  UnknownModel)
 from service.sampling import SamplingParams
 
 log = logging.getLogger("lima.vllm")
@@ -228,7 +228,7 @@ class VllmEngine(Engine):
     async def remove_model(self, name: str) -> None:
         server = self.servers.pop(name, None)
         if server is None:
-            raise RequestError(f"The model '{name}' does not exist", status=404, code="model_not_found")
+            raise UnknownModel(name, list(self.servers))
         await self._stop(server)
 
     def _server(self, name: str) -> Server:
@@ -236,9 +236,7 @@ class VllmEngine(Engine):
             raise EngineUnavailable("the model is retraining: serving resumes when the training run ends")
         server = self.servers.get(name)
         if server is None:
-            known = ", ".join(self.servers) or "none"
-            raise RequestError(f"The model '{name}' does not exist. Known models: {known}",
-                               status=404, param="model", code="model_not_found")
+            raise UnknownModel(name, list(self.servers))
         if server.info.state != "ready":
             raise EngineUnavailable(f"model '{name}' is {server.info.state}: its vLLM server exited; "
                                     f"see {server.log_path}")
@@ -275,7 +273,10 @@ class VllmEngine(Engine):
                         prompt_tokens=usage.prompt_tokens if usage else 0,
                         completion_tokens=usage.completion_tokens if usage else 0)
         except openai.BadRequestError as exc:
-            raise RequestError(_vllm_message(exc), param="messages") from exc
+            message = _vllm_message(exc)
+            # vLLM says so in words only; the same error as the transformers engine's, so clients see one code
+            kind = PromptTooLong if "maximum context length" in message else InvalidRequest
+            raise kind(message, "messages") from exc
         except openai.APIConnectionError as exc:
             raise EngineUnavailable(f"the vLLM server for '{prepared.model}' is not answering") from exc
         finally:

@@ -25,9 +25,24 @@ def write_lima(path: Path, singles: int = 6, multi: int = 2) -> Path:
 
 
 # Small numbers so a run takes seconds on the tiny model; every other value comes from cpu-demo.
-TINY = ["data.lima_examples=6", "data.max_length=128", "train.batch_size=2", "train.small_model_batch_size=2",
-        "train.epochs=2", "checkpoints.epochs=[1, 2]", "checkpoints.dev_prompts=2",
-        "checkpoints.dev_max_new_tokens=8", "train.mixed_precision=fp32"]
+TINY = ["lima.lima_examples=6", "sft.max_length=128", "lima.batch_size=2", "lima.small_model_batch_size=2",
+        "sft.num_train_epochs=2", "lima.checkpoints.epochs=[1, 2]", "lima.checkpoints.dev_prompts=2",
+        "lima.checkpoints.dev_max_new_tokens=8", "sft.bf16=false"]
+
+
+def tiny_preset(base: Path) -> dict:
+    """A user preset file's content: cpu-demo with the TINY numbers, on ``base``."""
+    import yaml
+
+    preset: dict = {"inherits": "cpu-demo", "description": "tiny test preset", "base": str(base)}
+    for item in TINY:
+        key, value = item.split("=", 1)
+        *sections, name = key.split(".")
+        node = preset
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = yaml.safe_load(value)
+    return preset
 
 
 def train_args(base: Path, lima: Path, variant: str = "dialogue", chains: str = "project", extra=(), **kw):

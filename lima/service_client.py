@@ -34,11 +34,13 @@ class StreamEvent:
 
 
 class ServiceClient:
-    def __init__(self, base_url: str, api_key: str | None = None):
+    """``http_client``: an httpx client to speak through (tests pass the app's in-process client)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, http_client: httpx.Client | None = None):
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key or "unused"
         self.client = openai.OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key, max_retries=0,
-                                    timeout=httpx.Timeout(600, connect=5))
+                                    timeout=httpx.Timeout(600, connect=5), http_client=http_client)
 
     def models(self) -> list[str]:
         try:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from lima.store import chatlog, connect
-from ui.service_client import ServiceClient, ServiceProblem
+from lima.service_client import ServiceClient, ServiceProblem
 
 MAX_MESSAGE_CHARS = int(os.environ.get("LIMA_MAX_MESSAGE_CHARS", "50000"))
 SAVE_EVERY_S = 0.5

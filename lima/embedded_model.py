@@ -7,7 +7,7 @@ safetensors folder under ``$LIMA_HOME/models/``. That takes about half a minute 
 read the folder. A GGUF-loaded model is flagged as quantized and refuses ``save_pretrained``,
 hence the copy into a model built from its config.
 
-    lima models prepare                 # or: python -m service.embedded_model
+    lima models prepare                 # or: python -m lima.embedded_model
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
-"""The chat routine the UI runs, against the real service: logging, and every bad input."""
+"""The chat routine the workbench runs (lima.conversation), against the service in process: logging,
+and every bad input."""
 
 import pytest
 
 from lima.store import chatlog, connect
 from tests.helpers.server import free_port
-from ui import conversation as conv
-from ui.service_client import ServiceClient, ServiceProblem
+from lima import conversation as conv
+from lima.service_client import ServiceClient, ServiceProblem
 
 
 @pytest.fixture
-def client(service):
-    return ServiceClient(service)
+def client(api):
+    return ServiceClient("http://service", http_client=api)
 
 
 def test_a_turn_is_logged_as_it_streams(client):

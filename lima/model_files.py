@@ -1,11 +1,14 @@
-"""Where a served model comes from: ``NAME=PATH_OR_ID`` specs and the checks made before loading."""
+"""Model files: ``NAME=PATH_OR_ID`` specs, the checks made before loading a folder, and the error
+that names what is wrong with one. The service loads models and training starts from them."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from service.engines.base import ModelLoadError
+
+class ModelLoadError(Exception):
+    """A model could not be loaded: the message names the model, the source and the cause."""
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json", "adapter_model.safetensors")

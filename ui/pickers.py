@@ -1,0 +1,32 @@
+"""The model and conversation lists the Chat and Compare tabs offer, read when they open."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from lima.service_client import ServiceClient, ServiceProblem
+from lima.store import chatlog, connect
+
+
+def served_models(client: ServiceClient) -> list[str] | None:
+    """The models the service lists now, or None (with a warning in the page) when it cannot say."""
+    try:
+        return client.models()
+    except ServiceProblem as problem:
+        gr.Warning(str(problem))
+        return None
+
+
+def model_choices(client: ServiceClient, current: str | None, preferred: str | None = None):
+    """A dropdown update: the served models, keeping ``current`` (else ``preferred``, else the first)."""
+    names = served_models(client)
+    if names is None:
+        return gr.update()
+    value = next((n for n in (current, preferred) if n in names), names[0] if names else None)
+    return gr.update(choices=names, value=value)
+
+
+def saved_conversations(source: str = "chat", limit: int = 30):
+    """A dropdown update: the latest conversations of ``source``, newest first."""
+    rows = chatlog.recent(connect(), limit, source=source)
+    return gr.update(choices=[(f"{r['updated'][:16]} · {r['model']} · {r['title'][:50]}", r["id"]) for r in rows])

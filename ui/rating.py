@@ -1,0 +1,36 @@
+"""One rating handler for every chatbot that shows a logged conversation: the Chat tab and both
+sides of the Compare tab. A click is written to the log at once; a changed rating is kept as
+history (``lima.store.chatlog.rate``)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from lima import conversation as conv
+from lima.store import chatlog, connect
+
+
+def rater_of(name: str | None, request: gr.Request | None) -> str | None:
+    """The rater: the name typed in the page, else the login name, else nobody."""
+    return (name or "").strip() or (getattr(request, "username", None) if request else None) or None
+
+
+def message_index(data: gr.LikeData | gr.EditData) -> int:
+    return data.index if isinstance(data.index, int) else data.index[0]
+
+
+def rate(chat: conv.Chat, data: gr.LikeData, rater: str | None) -> tuple[conv.Chat, str]:
+    """Record the label clicked under message ``data.index`` (none: the rating was cleared);
+    returns the chat with its ratings updated and a sentence for the status line."""
+    index = message_index(data)
+    label = data.liked if isinstance(data.liked, str) and data.liked else None
+    try:
+        turn_id = chat.turn_ids[index] if 0 <= index < len(chat.turn_ids) else None
+        if turn_id is None:
+            raise chatlog.LogError(f"message {index} of this chat is not a saved turn")
+        chatlog.rate(connect(), turn_id, label, rater)
+    except chatlog.LogError as exc:
+        gr.Warning(f"Rating not saved: {exc}")
+        return chat, "rating not saved"
+    chat.ratings[sum(1 for m in chat.messages[: index + 1] if m["role"] == "assistant") - 1] = label
+    return chat, f"turn {index} rated **{label or 'unrated'}** · saved"
