@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import httpx
 import openai
 
+SERVICE = "lima-studio"  # what a LIMA Studio service's /health says it is, so no client trusts another
+
 
 class ServiceProblem(Exception):
     """Something the UI shows as a warning; ``kind`` is down | gone | busy | refused."""
@@ -39,8 +41,19 @@ class ServiceClient:
     def __init__(self, base_url: str, api_key: str | None = None, http_client: httpx.Client | None = None):
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key or "unused"
+        self.http = http_client
         self.client = openai.OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key, max_retries=0,
                                     timeout=httpx.Timeout(600, connect=5), http_client=http_client)
+
+    def health(self) -> dict:
+        """The service's ``/health`` answer, also while it warms up (when it answers 503 with the
+        models still loading and their stages)."""
+        try:
+            response = (self.http or httpx).get(self.base_url + "/health", timeout=5)
+            return response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ServiceProblem("down", f"The chat service at {self.base_url} is not reachable. "
+                                         "Is `lima serve` running?") from exc
 
     def models(self) -> list[str]:
         try:

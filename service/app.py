@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP API over one engine.
 
-    GET  /health                  liveness, engine, models and whether serving is paused
+    GET  /health                  readiness (503 while start-up models load, with their stages), engine,
+                                  models and whether serving is paused
     GET  /v1/models               the served models (OpenAI list format)
     POST /v1/chat/completions     chat, streaming (SSE) or not, with usage counts
     POST /admin/models            serve a folder or hub id under a name (add or replace, live)
@@ -30,11 +31,13 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from openai.types.completion_usage import CompletionUsage
 
 from lima.model_files import ModelLoadError
+from lima.service_client import SERVICE
 from lima.validation import validation_message
 from service.engines.base import (Delta, Engine, EngineError, EngineUnavailable, InvalidRequest, Prepared,
-                                  PromptTooLong, UnknownModel)
+                                  PromptTooLong, UnknownModel, WarmingUp)
 from service.protocol import ChatCompletionRequest, ModelRegistration, RequestError
 from service.sampling import SamplingParams
+from service.warmup import Warmup
 
 
 def _error(status: int, message: str, type: str, code: str | None = None, param: str | None = None) -> JSONResponse:
@@ -42,11 +45,13 @@ def _error(status: int, message: str, type: str, code: str | None = None, param:
                         content={"error": {"message": message, "type": type, "param": param, "code": code}})
 
 
-def create_app(engine: Engine, api_key: str | None = None, failures: dict[str, str] | None = None) -> FastAPI:
-    """The app over ``engine``; whoever created the engine closes it. ``failures`` names the models
-    that could not load at start and why, so a request for one gets the reason, not a bare 404."""
+def create_app(engine: Engine, api_key: str | None = None, warmup: Warmup | None = None) -> FastAPI:
+    """The app over ``engine``; whoever created the engine closes it. ``warmup`` tells which start-up
+    models are still loading (a request for one is told to wait) and which could not load and why
+    (a request for one gets the reason, not a bare 404)."""
     app = FastAPI(title="LIMA Studio service")
-    failures = dict(failures or {})
+    warmup = warmup or Warmup()
+    failures = warmup.failures
     app.state.engine = engine
 
     def authorized(request: Request) -> None:
@@ -73,9 +78,14 @@ def create_app(engine: Engine, api_key: str | None = None, failures: dict[str, s
 
     @app.get("/health")
     async def health():
-        return {"status": "sleeping" if engine.sleeping else "ok", "engine": engine.kind,
-                "models": [m.name for m in engine.models()], "failed": failures, "gpus": engine.gpus(),
-                "pid": os.getpid()}
+        """200 once every start-up model has loaded (or failed); 503 with the stages while loading.
+        ``service`` and ``pid`` let a client check it is talking to the LIMA Studio it started."""
+        status = "loading" if warmup.loading else "sleeping" if engine.sleeping else "ok"
+        body = {"service": SERVICE, "status": status, "engine": engine.kind,
+                "models": [m.name for m in engine.models()], "loading": dict(warmup.stages),
+                "loading_seconds": warmup.seconds() if warmup.loading else None, "failed": failures,
+                "gpus": engine.gpus(), "pid": os.getpid()}
+        return JSONResponse(body, status_code=503 if warmup.loading else 200)
 
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def list_models():
@@ -88,6 +98,10 @@ def create_app(engine: Engine, api_key: str | None = None, failures: dict[str, s
     @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
     async def chat_completions(req: ChatCompletionRequest):
         params = SamplingParams.from_request(req)
+        stage = warmup.stage(req.model)
+        if stage is not None:
+            raise WarmingUp(f"model '{req.model}' is warming up ({stage}, {warmup.seconds()} s so far); "
+                            "try again in a moment", "model")
         if req.model in failures and req.model not in {m.name for m in engine.models()}:
             raise EngineUnavailable(f"model '{req.model}' could not be loaded: {failures[req.model]}")
         prepared = await engine.prepare(req.model, req.openai_messages(), params)
@@ -129,6 +143,8 @@ def _engine_error(exc: EngineError) -> JSONResponse:
         return _error(400, str(exc), "invalid_request_error", "context_length_exceeded", exc.param)
     if isinstance(exc, InvalidRequest):
         return _error(400, str(exc), "invalid_request_error", "invalid_request", exc.param)
+    if isinstance(exc, WarmingUp):
+        return _error(503, str(exc), "service_unavailable", "model_warming_up", exc.param)
     if isinstance(exc, EngineUnavailable):
         return _error(503, str(exc), "service_unavailable", "model_unavailable", exc.param)
     return _error(500, str(exc), "server_error", "engine_error", exc.param)

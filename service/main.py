@@ -17,7 +17,8 @@ import logging
 import os
 import sys
 
-from lima import embedded_model
+from lima import children, embedded_model
+from lima.hosts import is_loopback
 from lima.model_files import ModelLoadError, parse_spec
 from service.engines.base import Engine
 
@@ -34,7 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what `base` is without --model base=...: a folder, a hub id, or 'embedded' "
                              "(SmolLM2-135M-Instruct; default, or $LIMA_BASE_MODEL)")
     parser.add_argument("--no-registry", action="store_true", help="do not serve the models registered by training")
-    parser.add_argument("--api-key", default=os.environ.get("LIMA_API_KEY"), help="require this bearer key")
+    parser.add_argument("--api-key", default=os.environ.get("LIMA_API_KEY"),
+                        help="require this bearer key (or set LIMA_API_KEY, which `ps` does not show)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a host other than loopback without --api-key (the admin routes are then open)")
     parser.add_argument("--quantize", choices=["fp16", "int8", "none"],
                         help="transformers engine on a CPU, the weights' format: fp16 (default; half float32's "
                              "memory, float32's answers), int8 (a quarter, faster; CHANGES ANSWERS: greedy replies "
@@ -65,58 +69,87 @@ def build_engine(args) -> Engine:
 
 
 def models_to_serve(args) -> tuple[dict[str, str], dict[str, str]]:
-    """(named on the command line, from the registry), the first overriding the second."""
+    """(named on the command line, from the registry), name: source, the first overriding the second;
+    ``embedded`` stands for the embedded model, prepared (fetched and converted on the first run)
+    when its turn to load comes."""
     from lima.store import connect
     from lima.store.registry import registered
 
     named = dict(parse_spec(spec) for spec in args.model)
     if "base" not in named:
-        base = str(embedded_model.prepare()) if args.base_model == "embedded" else args.base_model
-        named = {"base": base, **named}
+        named = {"base": args.base_model, **named}
     from_registry = {} if args.no_registry else {
         name: path for name, path in registered(connect()).items() if name not in named}
     return named, from_registry
 
 
-async def serve(args) -> None:
+def _resolver(source: str):
+    return (lambda: str(embedded_model.prepare())) if source == "embedded" else (lambda: source)
+
+
+def check_exposure(args) -> None:
+    """A service reachable from other machines must have a key: its admin routes load any folder or
+    hub id, delete models and pause serving."""
+    if not is_loopback(args.host) and not args.api_key and not args.insecure:
+        raise ValueError(f"--host {args.host} opens the chat and admin routes (load any model, delete models, "
+                         "pause serving) to the network, so a key is required: give --api-key KEY (or set "
+                         "LIMA_API_KEY), or --insecure to serve without one anyway")
+
+
+async def serve(args) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.warmup import Warmup, load_all
 
     named, from_registry = models_to_serve(args)
+    sources = {**named, **from_registry}
     engine = build_engine(args)
-    failures: dict[str, str] = {}
-    # One model that cannot load (out of GPU memory, a deleted folder) must not take the others
-    # down: it is reported, and the service starts on what did load.
-    for kind, models in (("named", named), ("registered", from_registry)):
-        for name, source in models.items():
-            try:
-                await engine.add_model(name, source)
-            except ModelLoadError as exc:
-                failures[name] = str(exc)
-                log.error("skipping %s model: %s", kind, exc)
-    if not engine.models():
-        await engine.close()
-        raise ModelLoadError("no model could be loaded: " + "; ".join(failures.values()))
-    app = create_app(engine, api_key=args.api_key, failures=failures)
+    warmup = Warmup(list(sources))
+    app = create_app(engine, api_key=args.api_key, warmup=warmup)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
-    print(f"LIMA Studio service on http://{args.host}:{args.port}/v1 serving {', '.join(m.name for m in engine.models())}",
-          flush=True)
+    server = uvicorn.Server(config)
+    print(f"LIMA Studio service on http://{args.host}:{args.port}/v1, loading {', '.join(sources)}", flush=True)
+
+    nothing_loaded = False
+
+    async def load() -> None:
+        nonlocal nothing_loaded
+        # Loads run behind a listening server: /health tells what is loading, requests for a model
+        # still loading are told to wait. One model that cannot load (out of GPU memory, a deleted
+        # folder) must not take the others down; only when nothing loaded does the service stop.
+        await load_all(warmup, {name: _resolver(source) for name, source in sources.items()}, engine.add_model,
+                       lambda name, exc: log.error("skipping %s model: %s",
+                                                   "registered" if name in from_registry else "named", exc))
+        if not engine.models():
+            nothing_loaded = True
+            print("lima serve: no model could be loaded: " + "; ".join(warmup.failures.values()), file=sys.stderr)
+            server.should_exit = True
+        else:
+            print(f"LIMA Studio service ready: serving {', '.join(m.name for m in engine.models())}", flush=True)
+
+    loading = asyncio.ensure_future(load())
     try:
-        await uvicorn.Server(config).serve()
+        await server.serve()
     finally:
+        loading.cancel()
         await engine.close()
+    return 2 if nothing_loaded else 0
 
 
 def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit, engine.close() still runs
+    # and stops the vLLM servers this service started.
+    children.signals_exit()
+    children.exit_with_parent()
     try:
-        asyncio.run(serve(args))
+        check_exposure(args)
+        return asyncio.run(serve(args))
     # RuntimeError: VllmUnavailable and friends, whose message says what to do
     except (ModelLoadError, embedded_model.PrepareError, ValueError, RuntimeError) as exc:
         print(f"lima serve: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -61,8 +61,14 @@ def test_chat_stream_rate_reload(app, page):
         return slider.input_value() == "0"
 
     wait_until(temperature_zero, 20, 0.1, what="the temperature at 0")
-    page.locator("#message textarea").fill("how do i boil an egg?")
-    page.locator("#send").click()
+    # as a person types: Shift+Enter starts a new line, Enter sends
+    box = page.get_by_placeholder("Message (Enter sends, Shift+Enter for a new line)")
+    box.click()
+    page.keyboard.type("how do i boil an egg?")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("soft, please")
+    assert box.input_value() == "how do i boil an egg?\nsoft, please"
+    page.keyboard.press("Enter")
 
     bot = page.locator("#chatbot .message-row.bot-row, #chatbot [data-testid='bot']").last
     seen = set()
@@ -74,23 +80,38 @@ def test_chat_stream_rate_reload(app, page):
         return rows[0] if rows else None
 
     turn = wait_until(finished, 60, 0.05, "the reply to complete in the log")
+    [sent] = db_of(home)["turns"].rows_where("role = 'user'")
+    assert sent["content"] == "how do i boil an egg?\nsoft, please" and box.input_value() == ""
     # Markdown may hide a few characters of this tiny model's random text; the rest must match.
     wait_until(lambda: len(letters(bot.inner_text())) >= 0.8 * len(letters(turn["content"])) > 0, 20,
                what="the saved reply on screen")
     assert len([n for n in seen if n > 0]) >= 2, f"the reply did not stream: lengths seen {sorted(seen)}"
 
-    bot.hover()
-    page.locator("#chatbot button[aria-label='Feedback']").last.click()
-    page.locator("#chatbot button.extra-feedback-option", has_text="Excellent").last.click()
-    wait_until(lambda: chatlog.current_rating(db_of(home), turn["id"]) == "Excellent", 20, what="the rating row")
-    [rating] = chatlog.rating_history(db_of(home), turn["id"])
-    assert rating["rater"] == "tester"
+    # the three labels are on screen under the reply, with the paper's definitions on hover
+    page.mouse.move(0, 0)  # nothing hovered: the buttons must show anyway
+    labels = {name: page.locator("#chatbot").get_by_role("button", name=name, exact=True).last
+              for name in ("Fail", "Pass", "Excellent")}
+    for name, button in labels.items():
+        assert button.is_visible(), f"{name} is not visible under the reply"
+    assert "did not meet the requirements" in labels["Fail"].get_attribute("title")
+    labels["Pass"].click()
+    wait_until(lambda: chatlog.current_rating(db_of(home), turn["id"]) == "Pass", 20, what="the Pass rating")
+    labels["Excellent"].click()  # a second click on another label changes the rating, history kept
+    wait_until(lambda: chatlog.current_rating(db_of(home), turn["id"]) == "Excellent", 20, what="the change")
+    history = chatlog.rating_history(db_of(home), turn["id"])
+    assert [r["label"] for r in history] == ["Pass", "Excellent"] and {r["rater"] for r in history} == {"tester"}
+    page.locator("#chatbot").screenshot(path=str(home / "rated.png"))
 
     page.reload()
     page.locator("#chatbot").get_by_text("how do i boil an egg?").wait_for(timeout=20000)
-    selected = page.locator("#chatbot button.extra-feedback-option", has_text="Excellent").last
-    wait_until(lambda: selected.evaluate("b => getComputedStyle(b).fontWeight") in ("700", "bold"), 20,
-               what="Excellent shown as chosen after the reload")
+    chosen = page.locator("#chatbot").get_by_role("button", name="Excellent", exact=True).last
+    other = page.locator("#chatbot").get_by_role("button", name="Pass", exact=True).last
+
+    def shown_as_chosen():  # filled in its colour, as the person sees it; the others stay plain
+        return (chosen.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(22, 163, 74)"
+                and other.evaluate("b => getComputedStyle(b).backgroundColor") != "rgb(37, 99, 235)")
+
+    wait_until(shown_as_chosen, 20, what="Excellent shown as chosen after the reload")
     assert "conversation" in page.locator("#chat-status").inner_text()
 
 
@@ -148,8 +169,11 @@ def test_compare_two_models_rate_both_sides_and_give_a_verdict(app, page):
     page.locator("#compare-opener input").click()
     page.get_by_role("option", name="opener-02 · explanation").click()
     page.locator("#compare-start").click()
-    wait_until(lambda: page.locator("#compare-message textarea").input_value() == "Why is the sky blue?", 20)
-    page.locator("#compare-send").click()
+    box = page.get_by_placeholder("Message for both (Enter sends, Shift+Enter for a new line)")
+    wait_until(lambda: box.input_value() == "Why is the sky blue?", 20)
+    box.click()
+    page.keyboard.press("End")
+    page.keyboard.press("Enter")
     db = db_of(home)
     [row] = wait_until(lambda: list(db["comparisons"].rows_where(order_by="created desc", limit=1)), 20)
     assert (row["left_model"], row["right_model"], row["opener_id"]) == ("base", "other", "opener-02")
@@ -159,10 +183,9 @@ def test_compare_two_models_rate_both_sides_and_give_a_verdict(app, page):
                                        [conversation])
 
     wait_until(lambda: answered(row["left_conversation"]) and answered(row["right_conversation"]), 60)
+    page.mouse.move(0, 0)
     for side, label in (("#compare-a", "Pass"), ("#compare-b", "Excellent")):
-        page.locator(f"{side} .message-row.bot-row, {side} [data-testid='bot']").last.hover()
-        page.locator(f"{side} button[aria-label='Feedback']").last.click()
-        page.locator(f"{side} button.extra-feedback-option", has_text=label).last.click()
+        page.locator(side).get_by_role("button", name=label, exact=True).last.click()
     left_turn = next(db["turns"].rows_where("conversation_id = ? and role = 'assistant'", [row["left_conversation"]]))
     right_turn = next(db["turns"].rows_where("conversation_id = ? and role = 'assistant'", [row["right_conversation"]]))
     wait_until(lambda: chatlog.current_rating(db_of(home), left_turn["id"]) == "Pass", 20)
@@ -173,3 +196,27 @@ def test_compare_two_models_rate_both_sides_and_give_a_verdict(app, page):
     page.locator("#compare-status").get_by_text("verdict saved").wait_for(timeout=10000)
     page.get_by_role("tab", name="Report").click()
     page.locator("#report-text").get_by_text("other better in 1 of 1").wait_for(timeout=30000)
+
+
+def test_a_password_protected_workbench_works_for_whoever_logs_in(tmp_path, tiny_base, page):
+    """The service behind a password needs a key; the page, which holds it, chats as before, and the
+    login name is the rater."""
+    home = tmp_path / "studio"
+    home.mkdir()
+    serve = ["--no-registry", "--model", f"base={tiny_base}", "--quantize", "none"]
+    with studio(home, serve, up_args=("--password", "secret")) as url:
+        page.goto(url)
+        page.get_by_label("username").fill("ada")
+        page.get_by_label("password").fill("secret")
+        page.keyboard.press("Enter")
+        wait_until(lambda: page.locator("#chat-model input").count()
+                   and page.locator("#chat-model input").input_value() == "base", 60, what="the models after login")
+        page.get_by_placeholder("Message (Enter sends, Shift+Enter for a new line)").click()
+        page.keyboard.type("hello")
+        page.keyboard.press("Enter")
+        turn = wait_until(lambda: next(db_of(home)["turns"].rows_where(
+            "role = 'assistant' and status = 'complete'"), None), 60, what="the reply")
+        page.mouse.move(0, 0)
+        page.locator("#chatbot").get_by_role("button", name="Fail", exact=True).last.click()
+        wait_until(lambda: chatlog.current_rating(db_of(home), turn["id"]) == "Fail", 20, what="the rating")
+        assert chatlog.rating_history(db_of(home), turn["id"])[0]["rater"] == "ada"

@@ -18,7 +18,7 @@ from pathlib import Path
 from dialogues import export, jsonl, lima_data
 from dialogues.jsonl import DataError
 from dialogues.schema import Chain
-from lima import home
+from lima import children, home
 from lima.store import chatlog, connect, utcnow
 from training import recipe as recipes, runs
 from training.train import build_dataset
@@ -130,8 +130,7 @@ class TrainingProcess:
             env["LIMA_API_KEY"] = self.api_key
         self.started_at = utcnow()
         with open(self.log, "wb") as out:
-            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                            env=env)
+            self.process = children.spawn(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         return f"started `lima train --variant {variant} --preset {Path(preset).stem}`; log: {self.log}"
 
     def alive(self) -> bool:

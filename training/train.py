@@ -31,7 +31,7 @@ from pathlib import Path
 
 from dialogues import lima_data, training_sets
 from dialogues.jsonl import DataError
-from lima import home, paper
+from lima import children, home, paper
 from lima.store import connect
 from lima.store.registry import register
 from lima.model_files import ModelLoadError, check_folder
@@ -188,8 +188,10 @@ def run(args) -> str:
                config=recipe.model_dump(), dataset_sha256=dataset.sha256, dataset_counts=dataset.counts,
                examples=len(dataset.examples), output_dir=str(run_dir))
     progress = DatabaseProgress(db, run_id)
-    # SIGTERM (the UI's hard stop, `kill`) becomes a cancel at the next step instead of a crash.
-    signal.signal(signal.SIGTERM, lambda *_: runs.request_cancel(db, run_id))
+    # SIGTERM (the UI's hard stop, `kill`, the workbench stopping) and SIGHUP (its terminal closing)
+    # become a cancel at the next step instead of a crash.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: runs.request_cancel(db, run_id))
     try:
         summary = _train(args, recipe, dataset, base, db, run_id, run_dir, progress)
     except KeyboardInterrupt:
@@ -322,6 +324,7 @@ def _fit_select_publish(args, recipe, dataset, base, db, run_id, run_dir, progre
 
 def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    children.exit_with_parent()  # started from a workbench that is gone: cancel, do not train on alone
     try:
         print(run(args))
     except (DataError, ValueError, TrainingError, ModelLoadError, runs.RunRefused) as exc:

@@ -1,7 +1,8 @@
 """The Chat tab: pick a model, chat (streaming), rate every reply, rewrite what should be better.
 
-Ratings use the chatbot's own feedback control (the flag under each reply) with the paper's
-three labels; a click is written at once, and a later click is kept as history. Editing a reply
+Ratings use the chatbot's own feedback control with the paper's three labels, shown as three
+buttons under each reply (``ui.app.CSS``); a click is written at once, and a later click is kept
+as history. Enter sends, Shift+Enter starts a new line. Editing a reply
 (the pencil) records a rewrite beside the original. The open conversation's id lives in the
 browser (``gr.BrowserState``), so a reload brings the same conversation back from the log.
 """
@@ -19,7 +20,7 @@ from ui import pickers, rating
 from ui.rating import rater_of
 
 FOLLOW_UP_SLOTS = 4
-HELP = ("**Rate every reply** with the flag under it. "
+HELP = ("**Rate every reply** with one click under it (hover a label for its definition). "
         + " · ".join(f"**{label}**: {definition}" for label, definition in paper.DEFINITIONS.items())
         + ". Click the pencil on a reply to **rewrite** it into what it should have been; the original is kept.")
 
@@ -58,7 +59,9 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
     with gr.Row():
         follow_ups = [gr.Button(visible=False, size="sm", elem_classes=["follow-up"]) for _ in range(FOLLOW_UP_SLOTS)]
     with gr.Row():
-        message = gr.Textbox(placeholder="Message", lines=2, scale=8, show_label=False, elem_id="message")
+        # lines=1: Gradio sends on Enter only for a one-line box (it grows to max_lines as text wraps)
+        message = gr.Textbox(placeholder="Message (Enter sends, Shift+Enter for a new line)", lines=1,
+                             max_lines=12, scale=8, show_label=False, elem_id="message")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
         retry = gr.Button("Retry reply", scale=1)
     status = gr.Markdown(elem_id="chat-status")

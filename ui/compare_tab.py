@@ -38,8 +38,8 @@ def build(client: ServiceClient) -> dict:
     with gr.Row():
         follow_ups = [gr.Button(visible=False, size="sm") for _ in range(FOLLOW_UP_SLOTS)]
     with gr.Row():
-        message = gr.Textbox(placeholder="Message for both", lines=2, scale=8, show_label=False,
-                             elem_id="compare-message")
+        message = gr.Textbox(placeholder="Message for both (Enter sends, Shift+Enter for a new line)", lines=1,
+                             max_lines=12, scale=8, show_label=False, elem_id="compare-message")
         send = gr.Button("Send to both", variant="primary", scale=1, elem_id="compare-send")
     with gr.Row():
         verdict = gr.Radio(label="Whole-conversation verdict", choices=list(comparisons.CHOICES),

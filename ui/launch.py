@@ -2,91 +2,149 @@
 
     lima up [--host 127.0.0.1] [--port 7860] [--engine transformers|vllm] [--service-url URL] [--password PW]
 
-Starts `lima serve` as a child process (unless --service-url points at one already running),
-waits until it answers, then serves the UI and prints its URL. Bound to localhost unless told
-otherwise; with a password (or LIMA_PASSWORD) every visitor logs in, and the login name is
-recorded as the rater. Extra `lima serve` options pass through after `--`.
+Starts `lima serve` as a child on --service-port (on another free port, said so, when that one is
+taken), checks that what answers there is that very child, then serves the UI at once and prints
+its URL; the page says "warming up" while the models load. With --service-url it uses a running
+service instead, once it has checked that it is a LIMA Studio service.
+
+Bound to localhost unless told otherwise; with a password (or LIMA_PASSWORD) every visitor logs in,
+and the login name is recorded as the rater. With a password, or a host other than loopback, the
+service requires a key: one is generated for this session unless --api-key (or LIMA_API_KEY) gives
+one. SIGTERM, SIGINT and SIGHUP stop the service and any training run started from the page; if
+`lima up` is killed outright (SIGKILL), they notice within a second and stop themselves. Extra
+`lima serve` options pass through after `--`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
+import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
-
+from lima import children
+from lima.hosts import free_port, is_loopback, port_free
+from lima.service_client import SERVICE, ServiceClient, ServiceProblem
 from lima.store import chatlog, connect
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface for the UI (default: localhost only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--service-url", default=os.environ.get("LIMA_SERVICE_URL"),
-                        help="use this running service instead of starting one")
-    parser.add_argument("--service-port", type=int, default=8000, help="port for the service `up` starts")
+                        help="use this running LIMA Studio service instead of starting one")
+    parser.add_argument("--service-port", type=int, default=8000,
+                        help="port for the service `up` starts (another free one if it is taken)")
     parser.add_argument("--engine", choices=["transformers", "vllm"], default=os.environ.get("LIMA_ENGINE"),
                         help="the service's engine (default: transformers; vllm on a GPU)")
     parser.add_argument("--base-model", default=os.environ.get("LIMA_BASE_MODEL"),
                         help="what the service serves as `base` (default: the embedded model)")
     parser.add_argument("--password", default=os.environ.get("LIMA_PASSWORD"), help="require a login")
-    parser.add_argument("--api-key", default=os.environ.get("LIMA_API_KEY"), help="the service's bearer key")
+    parser.add_argument("--api-key", default=os.environ.get("LIMA_API_KEY"),
+                        help="the service's bearer key (generated for the session when a password or a "
+                             "non-loopback host needs one)")
     parser.add_argument("serve_args", nargs="*", help="options passed to `lima serve` (after --)")
 
 
+class Refused(SystemExit):
+    def __init__(self, reason: str):
+        super().__init__(f"lima up: {reason}")
+
+
+def service_port(wanted: int) -> int:
+    """``wanted`` if nothing listens there; otherwise a free port, said so: a service already on
+    ``wanted`` may be a stale one from an earlier run, and its answers are not this session's."""
+    if port_free(wanted):
+        return wanted
+    port = free_port()
+    print(f"lima up: port {wanted} is taken by another program; the service uses port {port} "
+          "(use --service-url to talk to a service that is already running)", flush=True)
+    return port
+
+
 def start_service(port: int, serve_args: list[str], api_key: str | None = None,
-                  log: Path | None = None) -> tuple[subprocess.Popen, str]:
-    """`lima serve` as a child on ``port``, once it answers; its output goes to ``log`` or this terminal
-    (where the first run's model preparation shows its progress)."""
+                  log: Path | None = None, timeout: float = 120):
+    """`lima serve` as a child on ``port``, returned once its own /health answers (it answers while
+    its models still load). Its output goes to ``log`` or to this terminal, where the first run's
+    progress shows. The key travels in the environment, where `ps` does not show it."""
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "lima.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *serve_args]
-    if api_key:
-        cmd += ["--api-key", api_key]
+    env = {**os.environ, **({"LIMA_API_KEY": api_key} if api_key else {})}
     out = open(log, "wb") if log else None
-    process = subprocess.Popen(cmd, start_new_session=True, stdout=out, stderr=subprocess.STDOUT if out else None)
+    process = children.spawn(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+    client = ServiceClient(url, api_key)
+    deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
-            raise SystemExit(f"lima up: the chat service exited with code {process.returncode}; see above")
+            raise Refused(f"the chat service exited with code {process.returncode}; see above")
         try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+            health = client.health()
+        except ServiceProblem:
+            health = None
+        if health is not None:
+            if health.get("pid") != process.pid:
+                children.stop(process)
+                raise Refused(f"something other than the service this session started answers on port {port} "
+                              f"(pid {health.get('pid')}, not {process.pid}); not using it")
+            return process, url
+        if time.monotonic() > deadline:
+            children.stop(process)
+            raise Refused(f"the chat service did not answer on port {port} within {timeout:.0f} s")
+        time.sleep(0.25)
+
+
+def check_service(url: str, api_key: str | None) -> None:
+    """--service-url must be a LIMA Studio service: the UI writes its replies into this workbench's log."""
+    try:
+        health = ServiceClient(url, api_key).health()
+    except ServiceProblem as problem:
+        raise Refused(str(problem)) from None
+    if health.get("service") != SERVICE:
+        raise Refused(f"{url} answers /health but is not a LIMA Studio service (start one with `lima serve`, "
+                      "or leave out --service-url to let `lima up` start its own)")
+
+
+def session_key(args) -> str | None:
+    """The service's key: the one given, or a fresh one when a password or an exposed UI needs it."""
+    if args.api_key:
+        return args.api_key
+    if args.password or not is_loopback(args.host):
+        return secrets.token_urlsafe(32)
+    return None
 
 
 def main(args) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from ui.app import build_app
+    from ui.app import CSS, JS, build_app
 
+    children.signals_exit()  # SIGTERM and SIGHUP run the `finally` below, as Ctrl+C does
     interrupted = chatlog.mark_interrupted(connect())
     if interrupted:
         print(f"{interrupted} reply(ies) were cut short by an earlier stop; their text is kept, marked interrupted")
-    service = None
     url = args.service_url
-    if not url:
-        serve_args = list(args.serve_args)
-        if args.engine:
-            serve_args += ["--engine", args.engine]
-        if args.base_model:
-            serve_args += ["--base-model", args.base_model]
-        service, url = start_service(args.service_port, serve_args, args.api_key)
-    auth = (lambda user, password: bool(user) and password == args.password) if args.password else None
+    api_key = args.api_key
     try:
-        app = build_app(url, args.api_key)
+        if url:
+            check_service(url, api_key)
+        else:
+            api_key = session_key(args)
+            if api_key and not args.api_key:
+                print("lima up: the service requires a key (a password or a non-loopback host is set); "
+                      "generated one for this session", flush=True)
+            serve_args = list(args.serve_args)
+            if args.engine:
+                serve_args += ["--engine", args.engine]
+            if args.base_model:
+                serve_args += ["--base-model", args.base_model]
+            _, url = start_service(service_port(args.service_port), serve_args, api_key)
+        auth = (lambda user, password: bool(user) and password == args.password) if args.password else None
+        app = build_app(url, api_key)
         app.queue(default_concurrency_limit=16)
         print(f"LIMA Studio: http://{args.host}:{args.port} (service {url})", flush=True)
         app.launch(server_name=args.host, server_port=args.port, auth=auth, ssr_mode=False, quiet=True,
-                   auth_message="LIMA Studio: your login name is recorded with your ratings")
+                   css=CSS, js=JS, auth_message="LIMA Studio: your login name is recorded with your ratings")
     finally:
-        if service is not None and service.poll() is None:
-            os.killpg(service.pid, signal.SIGTERM)
-            try:
-                service.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(service.pid, signal.SIGKILL)
+        children.stop_all()  # the service, and a training run started from the page
     return 0

@@ -9,7 +9,7 @@ serving; ``sleep``/``wake`` free and restore the accelerator around a training r
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from service.sampling import SamplingParams
@@ -44,6 +44,10 @@ class EngineUnavailable(EngineError):
     """The engine cannot serve right now (sleeping for a training run, loading, backend down)."""
 
 
+class WarmingUp(EngineUnavailable):
+    """The model is still loading at the service's start; it will answer once loaded."""
+
+
 @dataclass
 class Delta:
     """One streamed event: new text, and on the last one the finish reason and usage."""
@@ -74,6 +78,9 @@ class ModelInfo:
     state: str = "ready"  # "ready" | "sleeping" | "loading"
 
 
+StageCallback = Callable[[str], None]
+
+
 class Engine(ABC):
     kind: str
 
@@ -82,9 +89,10 @@ class Engine(ABC):
         """Models being served, in the order they were added."""
 
     @abstractmethod
-    async def add_model(self, name: str, source: str) -> ModelInfo:
+    async def add_model(self, name: str, source: str, on_stage: StageCallback | None = None) -> ModelInfo:
         """Load ``source`` (folder or hub id) and serve it as ``name``, replacing any model of that
-        name only once the new one has loaded. Raises lima.model_files.ModelLoadError."""
+        name only once the new one has loaded. Raises lima.model_files.ModelLoadError. ``on_stage``
+        hears each stage of a long load (a sentence such as "compiling the decoder"), from any thread."""
 
     @abstractmethod
     async def remove_model(self, name: str) -> None: ...

@@ -269,7 +269,9 @@ class ComputeThread:
         self.call(self._drains.append, (batcher, future))
         return future
 
-    def close(self, timeout: float = 30) -> None:
+    def close(self, timeout: float = 5) -> None:
+        """Retire every batcher and let the thread end (a step takes milliseconds); a load still
+        compiling is not waited for past ``timeout``: the thread is a daemon and dies with the process."""
         for batcher in list(self.batchers):
             batcher.retiring = "now"
         self._closed = True

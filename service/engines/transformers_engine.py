@@ -23,7 +23,7 @@ from lima import chat_format
 from lima.model_files import ModelLoadError, check_folder
 from lima.paper import DECODING
 from service.engines.base import (Delta, Engine, EngineUnavailable, ModelInfo, Prepared, PromptTooLong,
-                                  UnknownModel)
+                                  StageCallback, UnknownModel)
 from service.engines import fast_llama, weight_formats
 from service.engines.batcher import Batcher, ComputeThread, ForwardRunner, Sequence
 from service.sampling import SamplingParams
@@ -81,14 +81,19 @@ def weight_format(quantize: str, name: str) -> str:
     return quantize
 
 
-def load_runner(name: str, source: str, device: str, dtype: torch.dtype, quantize: str, decoder: str) -> tuple:
+def load_runner(name: str, source: str, device: str, dtype: torch.dtype, quantize: str, decoder: str,
+                on_stage: StageCallback = lambda stage: None) -> tuple:
     """(runner, tokenizer, stop ids, context length) for the batcher; runs on the compute thread."""
+    on_stage("loading the weights")
     model, tokenizer = load_model(name, source, device, dtype)
     stops, ctx = chat_format.stop_token_ids(model, tokenizer), context_length(model, tokenizer)
+    if quantize != "none":
+        on_stage(f"packing {quantize} weights (the first run also builds the kernels)")
     quantize = weight_format(quantize, name)
     reason = fast_llama.supports(model, device) if decoder == "lean" else "--cpu-decoder forward"
     if reason is None:
         runner = fast_llama.FastLlama(model, quantize=quantize)
+        on_stage("compiling the decoder (a minute the first time; cached after)")
         runner.warm_up()
         del model  # the lean decoder holds its own (int8) copy of every weight it needs
     else:
@@ -120,10 +125,11 @@ class TransformersEngine(Engine):
     def models(self) -> list[ModelInfo]:
         return [m.info for m in self._models.values()]
 
-    async def add_model(self, name: str, source: str) -> ModelInfo:
+    async def add_model(self, name: str, source: str, on_stage: StageCallback | None = None) -> ModelInfo:
         async with self._lock:  # one load at a time: loads are memory-hungry
             runner, tokenizer, stops, ctx = await asyncio.wrap_future(self.compute.call(
-                load_runner, name, source, self.device, self.dtype, self.quantize, self.cpu_decoder))
+                load_runner, name, source, self.device, self.dtype, self.quantize, self.cpu_decoder,
+                on_stage or (lambda stage: None)))
             batcher = await asyncio.to_thread(self.compute.serve, runner, tokenizer, stops, self.max_batch, name)
             info = ModelInfo(name=name, source=source, engine=self.kind, context_length=ctx)
             old = self._models.get(name)

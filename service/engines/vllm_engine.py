@@ -20,7 +20,6 @@ import asyncio
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 from dataclasses import dataclass, field
@@ -29,10 +28,10 @@ from pathlib import Path
 import httpx
 import openai
 
-from lima import home
+from lima import children, home
 from lima.model_files import ModelLoadError, check_folder
-from service.engines.base import (Delta, Engine, EngineUnavailable, InvalidRequest, ModelInfo, Prepared, PromptTooLong,
-                                  UnknownModel)
+from service.engines.base import (Delta, Engine, EngineUnavailable, InvalidRequest, ModelInfo, Prepared,
+                                  PromptTooLong, StageCallback, UnknownModel)
 from service.sampling import SamplingParams
 
 log = logging.getLogger("lima.vllm")
@@ -139,8 +138,8 @@ class VllmEngine(Engine):
         logs.mkdir(exist_ok=True)
         log_path = logs / f"vllm-{name}.log"
         with open(log_path, "ab") as out:
-            process = subprocess.Popen(self.command(name, source, port), stdout=out, stderr=subprocess.STDOUT,
-                                       env=self.environment(), start_new_session=True)
+            process = children.spawn(self.command(name, source, port), env=self.environment(), stdout=out,
+                                     stderr=subprocess.STDOUT)
         return process, log_path
 
     async def _wait_healthy(self, name: str, process: subprocess.Popen, port: int, log_path: Path) -> None:
@@ -156,7 +155,7 @@ class VllmEngine(Engine):
                 except httpx.HTTPError:
                     pass
                 if asyncio.get_running_loop().time() > deadline:
-                    await asyncio.to_thread(terminate, process)
+                    await asyncio.to_thread(children.stop, process, 30)
                     raise ModelLoadError(f"model '{name}': vLLM did not become healthy within "
                                          f"{self.startup_timeout:.0f}s; see {log_path}")
                 await asyncio.sleep(0.5)
@@ -167,7 +166,7 @@ class VllmEngine(Engine):
         try:
             await self._wait_healthy(name, process, port, log_path)
         except BaseException:
-            await asyncio.to_thread(terminate, process)
+            await asyncio.to_thread(children.stop, process, 30)
             raise
         info = ModelInfo(name=name, source=source, engine=self.kind, context_length=self.max_model_len)
         server = Server(name, source, port, process, log_path, info)
@@ -197,7 +196,7 @@ class VllmEngine(Engine):
 
     async def _stop(self, server: Server) -> None:
         server.stopping = True
-        await asyncio.to_thread(terminate, server.process)
+        await asyncio.to_thread(children.stop, server.process, 30)
         if server.watcher:
             server.watcher.cancel()
 
@@ -206,7 +205,9 @@ class VllmEngine(Engine):
     def models(self) -> list[ModelInfo]:
         return [s.info for s in self.servers.values()]
 
-    async def add_model(self, name: str, source: str) -> ModelInfo:
+    async def add_model(self, name: str, source: str, on_stage: StageCallback | None = None) -> ModelInfo:
+        if on_stage:
+            on_stage("starting its vLLM server (loading, profiling memory, capturing CUDA graphs)")
         path = check_folder(name, source)
         source = str(path) if path else source
         async with self._lock:
@@ -316,20 +317,6 @@ class VllmEngine(Engine):
 def _vllm_message(exc: openai.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     return str(body.get("message") or body.get("error", {}).get("message") or exc.message)
-
-
-def terminate(process: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM the server's whole process group (vLLM forks workers), SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
 
 
 def explain_failure(log_path: Path, tail: int = 4000) -> str:

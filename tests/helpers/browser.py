@@ -19,12 +19,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 
 @contextmanager
-def studio(home: Path, serve_args: list[str], env: dict | None = None, timeout: float = 240):
+def studio(home: Path, serve_args: list[str], env: dict | None = None, timeout: float = 240,
+           up_args: tuple[str, ...] = ()):
     """`lima up` with its own service; yields the UI's URL."""
     port, service_port = free_port(), free_port()
     log = home / "up.log"
     cmd = [sys.executable, "-m", "lima.cli", "up", "--port", str(port), "--service-port", str(service_port),
-           "--", *serve_args]
+           *up_args, "--", *serve_args]
     environment = {**os.environ, "LIMA_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     with open(log, "wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=environment,
