@@ -1,6 +1,8 @@
 """An LLM judge over the OpenAI protocol: any base URL (a hosted model, a local vLLM, this service).
 
-Two protocols from the paper:
+Three protocols from the paper:
+  - the three-level rating of section 4.3 (Fail / Pass / Excellent, with the paper's definitions),
+    each reply judged with the whole conversation before it, as section 6's raters did;
   - helpfulness on a 1-6 scale (its Appendix D), used to pick a checkpoint and to score turns;
   - pairwise preference (section 4.1: which response is better, or neither), asked in both orders
     to cancel position bias (see ``compare``).
@@ -16,6 +18,8 @@ import re
 from dataclasses import dataclass
 
 import openai
+
+from lima.paper import DEFINITIONS, LABELS
 
 HELPFULNESS_SYSTEM = (
     "You are a careful evaluator of AI assistant responses. You judge helpfulness: whether the response "
@@ -38,11 +42,39 @@ HELPFULNESS_TEMPLATE = """Rate the assistant's response to the user's request on
 
 Reply with one line "Score: N" (N from 1 to 6), then one sentence explaining why."""
 
+RATING_SYSTEM = ("You rate the replies of an AI assistant in a conversation, as the LIMA paper's human raters did. "
+                 "You judge only the last reply, in the light of the conversation before it.")
+
+
+def rating_prompt(history: list[dict[str, str]], reply: str) -> str:
+    """The paper's three-level question for ``reply``, after ``history`` (user and assistant turns)."""
+    scale = "\n".join(f"{label}: {definition}." for label, definition in DEFINITIONS.items())
+    conversation = "\n\n".join(f"[{m['role'].capitalize()}]\n{m['content']}" for m in history)
+    return (f"Rate the assistant's last reply on this scale:\n\n{scale}\n\n[Conversation so far]\n\n"
+            f"{conversation}\n\n[Reply to rate]\n{reply}\n\n"
+            f"On the first line answer exactly one word: {', '.join(LABELS[:-1])} or {LABELS[-1]}. "
+            "Then give one sentence of reason.")
+
+
+LABEL = re.compile(r"^\W*(" + "|".join(LABELS) + r")\b", re.IGNORECASE)
+
+
+def parse_label(raw: str) -> str | None:
+    """The label on the judge's first non-empty line, or None (unparsed): never guessed."""
+    line = next((line for line in raw.strip().splitlines() if line.strip()), "")
+    match = LABEL.match(line)
+    return match.group(1).capitalize() if match else None
+
+
 SCORE = re.compile(r"score\s*[:=]?\s*\**\s*([1-6])\b", re.IGNORECASE)
 
 
 class JudgeUnavailable(RuntimeError):
     """The judge endpoint could not be reached after retries."""
+
+
+class QuestionRefused(ValueError):
+    """The judge refused this one question (HTTP 400: longer than its context, say); others may pass."""
 
 
 @dataclass
@@ -52,6 +84,11 @@ class Judge:
     api_key: str = "EMPTY"
     timeout: float = 120.0
     retries: int = 4
+    max_tokens: int = 200  # a verdict and one sentence of reason
+    # Ask for the answer alone, one of the labels (vLLM's and LIMA Studio's `guided_choice`): a small
+    # judge that cannot follow the instruction still picks the label it ranks highest. Off for
+    # endpoints that do not know the extension.
+    guided: bool = False
 
     @classmethod
     def from_env(cls) -> "Judge | None":
@@ -65,15 +102,20 @@ class Judge:
         return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout,
                              max_retries=self.retries)
 
-    def ask(self, system: str, user: str, client: openai.OpenAI | None = None) -> str:
-        """One judge call, deterministic (temperature 0); the reply text."""
+    def ask(self, system: str, user: str, client: openai.OpenAI | None = None,
+            choices: list[str] | None = None) -> str:
+        """One judge call, deterministic (temperature 0); the reply text. With ``guided`` and
+        ``choices``, the reply is one of ``choices`` (no repetition penalty: the labels are in the question)."""
+        extra = {"guided_choice": choices, "repetition_penalty": 1.0} if self.guided and choices else None
         try:
             reply = (client or self.client()).chat.completions.create(
-                model=self.model, temperature=0, max_tokens=200,
+                model=self.model, temperature=0, max_tokens=self.max_tokens, extra_body=extra,
                 messages=[{"role": "system", "content": system}, {"role": "user", "content": user}])
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
             raise JudgeUnavailable(f"the judge at {self.base_url} is unreachable after {self.retries} retries "
                                    f"({type(exc).__name__}); check the URL and that the server is running") from exc
+        except openai.BadRequestError as exc:
+            raise QuestionRefused(f"the judge refused the question: {exc.message}") from exc
         except openai.APIStatusError as exc:
             raise JudgeUnavailable(f"the judge at {self.base_url} answered HTTP {exc.status_code}: "
                                    f"{exc.message}") from exc

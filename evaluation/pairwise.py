@@ -16,7 +16,8 @@ import hashlib
 import re
 import sys
 
-from evaluation.judge import HELPFULNESS_SYSTEM, HELPFULNESS_TEMPLATE, Judge, JudgeUnavailable, parse_score
+from evaluation.judge import (HELPFULNESS_SYSTEM, HELPFULNESS_TEMPLATE, Judge, JudgeUnavailable, QuestionRefused,
+                              parse_score)
 from evaluation.stats import tie_discounted_accuracy
 from lima.store import chatlog, connect, utcnow
 
@@ -45,6 +46,7 @@ Which assistant was better over the whole conversation? On the first line answer
 Then give one sentence of reason."""
 ANSWER = re.compile(r"^\W*(A|B|Neither|Tie)\b", re.IGNORECASE)
 RANK = {"Fail": 0, "Pass": 1, "Excellent": 2}
+CHOICES = ["A", "B", "Neither"]  # the answers a guided judge may give
 
 
 def parse_choice(raw: str) -> str:
@@ -78,25 +80,38 @@ class Runner:
         self.db, self.judge, self.client = db, judge, judge.client()
         self.asked = self.reused = 0
 
-    def ask(self, protocol: str, system: str, prompt: str, **where) -> str:
-        key = hashlib.sha256(f"{protocol}\n{self.judge.model}\n{system}\n{prompt}".encode()).hexdigest()
+    def key(self, protocol: str, system: str, prompt: str, choices: list[str] | None = None) -> str:
+        """The hash of exactly what is asked, and of whom (and, when guided, among which answers)."""
+        guided = f"\nguided: {choices}" if self.judge.guided and choices else ""
+        return hashlib.sha256(f"{protocol}\n{self.judge.model}\n{system}\n{prompt}{guided}".encode()).hexdigest()
+
+    def ask(self, protocol: str, system: str, prompt: str, parse=None, choices: list[str] | None = None,
+            **where) -> str:
+        """The judge's raw answer, stored with ``parse(raw)`` as its result; asked only once ever."""
+        key = self.key(protocol, system, prompt, choices)
         row = next(self.db["judgments"].rows_where("key = ?", [key]), None)
         if row is not None:
             self.reused += 1
             return row["raw"]
-        raw = self.judge.ask(system, prompt, self.client)
+        try:
+            raw = self.judge.ask(system, prompt, self.client, choices)
+        except QuestionRefused as exc:  # stored as the answer: it parses as nothing, so counts as unparsed
+            raw = f"[no answer: {exc}]"
         self.asked += 1
-        result = str(parse_score(raw)) if protocol == "helpfulness" else parse_choice(raw)
+        if parse is None:
+            parse = (lambda r: str(parse_score(r))) if protocol == "helpfulness" else parse_choice
         self.db["judgments"].insert({"key": key, "protocol": protocol, "judge_model": self.judge.model,
-                                     "judge_url": self.judge.base_url, "result": result, "raw": raw,
+                                     "judge_url": self.judge.base_url, "result": str(parse(raw)), "raw": raw,
                                      "created": utcnow(), **where})
         return raw
 
     def pair(self, protocol: str, template: str, comparison: str, position: int, a: str, b: str, **fields) -> str:
         left_first = parse_choice(self.ask(protocol, PAIRWISE_SYSTEM, template.format(a=a, b=b, **fields),
-                                           comparison_id=comparison, position=position, order="left-first"))
+                                           choices=CHOICES, comparison_id=comparison, position=position,
+                                           order="left-first"))
         right_first = parse_choice(self.ask(protocol, PAIRWISE_SYSTEM, template.format(a=b, b=a, **fields),
-                                            comparison_id=comparison, position=position, order="right-first"))
+                                            choices=CHOICES, comparison_id=comparison, position=position,
+                                            order="right-first"))
         return combine(left_first, right_first)
 
     def comparison(self, row: dict) -> dict:

@@ -72,6 +72,10 @@ class Report:
     agreement: dict | None = None
     openers_only: bool = False
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    title: str = "LIMA Studio: side-by-side report"
+    scope: str | None = None  # what was counted, when not "all rated conversations"
+    notes: list[str] = field(default_factory=list)  # said under the title, before the numbers
+    when_empty: str = "No rated turns yet: rate replies in the Chat or Compare tab, then run the report again."
 
     @property
     def empty(self) -> bool:
@@ -90,26 +94,31 @@ def first_fail(turns: list[dict]) -> int | None:
     return None
 
 
-def build(db=None, openers_only: bool = False) -> Report:
-    db = db or connect()
+def tally(conversations: list[dict]) -> list[ModelStats]:
+    """Per model, the ratings of its assistant turns (each turn's ``rating``) and where each
+    conversation first failed; the paper's order first (zero-shot, then dialogue)."""
     counts: dict[str, Counter] = {}
     fails: dict[str, list[int | None]] = {}
-    for conversation in chatlog.all_conversations(db, openers_only):
+    for conversation in conversations:
         rated = [t for t in conversation["turns"] if t["role"] == "assistant" and t["rating"]]
         for model in {t["model"] for t in rated}:
             own = [t for t in conversation["turns"] if t["model"] == model or t["role"] == "user"]
             fails.setdefault(model, []).append(first_fail(own))
         for turn in rated:
             counts.setdefault(turn["model"], Counter())[turn["rating"]] += 1
-    # The paper's order first (zero-shot, then dialogue), any other model after them.
     order = sorted(counts, key=lambda m: ({ZERO_SHOT: 0, DIALOGUE: 1}.get(m, 2), m))
-    models = [ModelStats(m, dict(counts[m]), len(fails.get(m, [])), fails.get(m, [])) for m in order]
+    return [ModelStats(m, dict(counts[m]), len(fails.get(m, [])), fails.get(m, [])) for m in order]
+
+
+def build(db=None, openers_only: bool = False) -> Report:
+    db = db or connect()
+    models = tally(chatlog.all_conversations(db, openers_only))
     tallies: dict[tuple[str, str], Verdicts] = {}
     if db["comparisons"].exists():
         for row in db["comparisons"].rows_where("verdict is not null", order_by="created"):
-            tally = tallies.setdefault((row["left_model"], row["right_model"]),
-                                       Verdicts(row["left_model"], row["right_model"]))
-            setattr(tally, row["verdict"], getattr(tally, row["verdict"]) + 1)
+            pair = tallies.setdefault((row["left_model"], row["right_model"]),
+                                      Verdicts(row["left_model"], row["right_model"]))
+            setattr(pair, row["verdict"], getattr(pair, row["verdict"]) + 1)
     from evaluation import pairwise  # the judge's agreement with the raters, when a judge has run
 
     return Report(models, list(tallies.values()), pairwise.agreement(db), openers_only)
@@ -135,12 +144,11 @@ def _first_fail_cell(stats: ModelStats) -> str:
 
 
 def markdown(report: Report, chart: str | None = "ratings.png") -> str:
-    lines = ["# LIMA Studio: side-by-side report", "",
-             f"{report.created}; {'opener conversations only' if report.openers_only else 'all rated conversations'}.",
-             ""]
+    scope = report.scope or ("opener conversations only" if report.openers_only else "all rated conversations")
+    lines = [f"# {report.title}", "", f"{report.created}; {scope}.", ""]
+    lines += [f"> {note}\n" for note in report.notes]
     if report.empty:
-        return "\n".join(lines + ["No rated turns yet: rate replies in the Chat or Compare tab, then run the "
-                                  "report again.", ""])
+        return "\n".join(lines + [report.when_empty, ""])
     header, rule = ["", *[]], []
     columns: list[tuple[str, ModelStats | None, str | None]] = []
     for stats in report.models:

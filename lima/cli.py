@@ -61,6 +61,8 @@ MODULE_COMMANDS = [
     ("report", "print the side-by-side table; write Markdown and the PNG chart", "evaluation.report"),
     ("judge", "run an LLM judge (OpenAI protocol) over saved comparisons and turns", "evaluation.pairwise"),
     ("replay", "re-run a saved conversation's user turns on another model", "evaluation.comparisons"),
+    ("experiment", "the paper's section 6 in one command: train both variants, converse, judge, report",
+     "evaluation.experiment"),
 ]
 
 

@@ -10,6 +10,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationInfo, field_validator, model_validator
 
+from lima.validation import non_blank
+
+Choice = non_blank("a guided choice must say something")
+
 
 # Above this no model we serve has a context window; a bigger max_tokens is a typo, not a wish.
 ABSURD_MAX_TOKENS = 1_000_000
@@ -67,6 +71,8 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     ignore_eos: bool = False  # vLLM's extension: generate exactly max_tokens (benchmarks)
+    # vLLM's extension: the reply is exactly one of these strings (a judge's label, say)
+    guided_choice: list[Choice] | None = Field(default=None, min_length=2)
     n: int = Field(default=1, ge=1, le=1)
     user: str | None = None
 

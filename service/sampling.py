@@ -17,6 +17,7 @@ class SamplingParams:
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
     ignore_eos: bool = False
+    choices: tuple[str, ...] = ()  # guided choice: the reply is exactly one of these
 
     @classmethod
     def from_request(cls, req) -> "SamplingParams":
@@ -24,9 +25,10 @@ class SamplingParams:
         given = {k: getattr(req, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty", "seed")
                  if getattr(req, k) is not None}
         max_tokens = req.max_completion_tokens or req.max_tokens
-        return cls(**given, max_tokens=max_tokens, stop=tuple(req.stop_list), ignore_eos=req.ignore_eos)
+        return cls(**given, max_tokens=max_tokens, stop=tuple(req.stop_list), ignore_eos=req.ignore_eos,
+                   choices=tuple(req.guided_choice or ()))
 
     def as_dict(self) -> dict:
         return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
                 "repetition_penalty": self.repetition_penalty, "max_tokens": self.max_tokens,
-                "stop": list(self.stop), "seed": self.seed}
+                "stop": list(self.stop), "seed": self.seed, **({"choices": list(self.choices)} if self.choices else {})}

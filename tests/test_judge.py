@@ -121,3 +121,19 @@ def test_cli_reports_an_unreachable_judge(session):
     result = subprocess.run([sys.executable, "-m", "lima.cli", "judge", "--url", url, "--model", "j",
                              "--retries", "0", "--timeout", "2"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and f"the judge at {url} is unreachable" in result.stderr
+
+
+def test_a_question_the_judge_refuses_counts_as_unparsed_and_the_rest_go_on(lima_home):
+    """A 400 for one question (too long for the judge's context) is that question's answer, stored
+    and counted as unparsed, never a verdict; the next question is asked as usual."""
+    def refuses_long(system, user):
+        return 400 if "LONG" in user else "Pass\nFine."
+
+    with fake_judge(refuses_long) as (url, requests):
+        runner = pairwise.Runner(connect(), judge(url, retries=0))
+        raw = runner.ask("paper-rating", "s", "LONG question", parse=lambda r: r.startswith("Pass"), turn_id=1)
+        assert raw.startswith("[no answer: the judge refused the question") and "maximum context" in raw
+        assert runner.ask("paper-rating", "s", "short question", parse=lambda r: r.startswith("Pass")) == "Pass\nFine."
+        assert runner.ask("paper-rating", "s", "LONG question") == raw and len(requests) == 2  # stored, not re-asked
+    stored = {row["raw"][:4]: row["result"] for row in connect()["judgments"].rows_where()}
+    assert stored == {"[no ": "False", "Pass": "True"}

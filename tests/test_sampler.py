@@ -30,3 +30,20 @@ def test_each_row_keeps_its_own_penalty():
     sampler.add_row(SamplingParams(temperature=0, repetition_penalty=2.0), [OTHER])
     sampler.add_row(SamplingParams(temperature=0, repetition_penalty=1.0), [OTHER])
     assert sampler.sample(logits).tolist() == [FRESH, OTHER]
+
+
+def test_a_guided_row_can_only_spell_one_of_its_choices_then_stop():
+    """vLLM's guided_choice: at each step only tokens that continue a choice; the stop token once one is whole."""
+    greedy = SamplingParams(temperature=0, repetition_penalty=1.0)
+    sampler = BatchSampler(10, torch.device("cpu"), exempt={EOT})
+    sampler.add_row(greedy, [1], choice_ids=[[OTHER, 1], [FRESH, 2, 4]])
+    sampler.add_row(greedy, [1])  # an unguided row in the same batch keeps its own argmax
+    favourite = torch.zeros(2, 10)
+    favourite[:, 9] = 10.0  # the model's favourite token is in no choice
+    favourite[:, FRESH], favourite[:, OTHER] = 2.0, 1.0
+    assert sampler.sample(favourite.clone()).tolist() == [FRESH, 9]
+    # FRESH's choice continues only with 2, however little the model likes it
+    assert int(sampler.sample(favourite.clone(), rows=[0])[0]) == 2
+    assert int(sampler.sample(favourite.clone(), rows=[0])[0]) == 4
+    # the choice is whole: the only way on is the stop token
+    assert int(sampler.sample(favourite.clone(), rows=[0])[0]) == EOT

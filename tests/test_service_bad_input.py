@@ -48,6 +48,8 @@ def test_unknown_model_is_404_listing_known_models(api):
     ({"model": "base", "messages": user(), "top_p": 0}, "top_p"),
     ({"model": "base", "messages": user(), "n": 3}, "n"),
     ({"model": 12, "messages": user()}, "model"),
+    ({"model": "base", "messages": user(), "guided_choice": ["only one"]}, "guided_choice: List should have at least 2"),
+    ({"model": "base", "messages": user(), "guided_choice": ["yes", "  "]}, "guided_choice[1]: a guided choice must say"),
 ])
 def test_malformed_requests_are_400_naming_the_field(api, body, fragment):
     r = post(api, body)

@@ -59,6 +59,17 @@ def test_sampling_overrides_are_honoured(client):
     assert cut.choices[0].finish_reason == "stop"
 
 
+def test_a_guided_choice_reply_is_exactly_one_of_the_choices(client):
+    """vLLM's `guided_choice`, which a judge uses to answer a label even when it is a small model."""
+    choices = ["Fail", "Pass", "Excellent", "Neither of them"]
+    for question in ("Rate this reply.", "the quick brown fox", "Which is better, A or B?"):
+        reply = client.chat.completions.create(
+            model="base", messages=[{"role": "user", "content": question}], temperature=0, max_tokens=64,
+            extra_body={"guided_choice": choices})
+        assert reply.choices[0].message.content in choices
+        assert reply.choices[0].finish_reason == "stop"
+
+
 def test_health_answers_while_a_long_stream_runs(service):
     client = openai.OpenAI(base_url=service + "/v1", api_key="unused", max_retries=0)
     stream = client.chat.completions.create(model="base", messages=[{"role": "user", "content": "go"}],

@@ -26,7 +26,9 @@ def model_choices(client: ServiceClient, current: str | None, preferred: str | N
     return gr.update(choices=names, value=value)
 
 
-def saved_conversations(source: str = "chat", limit: int = 30):
-    """A dropdown update: the latest conversations of ``source``, newest first."""
-    rows = chatlog.recent(connect(), limit, source=source)
-    return gr.update(choices=[(f"{r['updated'][:16]} · {r['model']} · {r['title'][:50]}", r["id"]) for r in rows])
+def saved_conversations(sources: tuple[str, ...] = ("chat", "experiment"), limit: int = 30):
+    """A dropdown update: the latest chats (and `lima experiment`'s conversations, to rate them
+    beside the judge), newest first."""
+    rows = chatlog.recent(connect(), limit, source=sources)
+    return gr.update(choices=[(f"{r['updated'][:16]} · {r['model']} · {r['title'][:50]}"
+                               + (" · experiment" if r["source"] == "experiment" else ""), r["id"]) for r in rows])

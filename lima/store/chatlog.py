@@ -66,6 +66,9 @@ def _assistant_turn(db: Database, turn_id) -> dict:
     return rows[0]
 
 
+JUDGE = "judge:"  # a judge's rater name is "judge:<model>"; a person's never starts so
+
+
 def current_rating(db: Database, turn_id: int) -> str | None:
     row = db.execute("select label from current_ratings where turn_id = ?", [turn_id]).fetchone()
     return row[0] if row else None
@@ -76,6 +79,8 @@ def rate(db: Database, turn_id: int, label: str | None, rater: str | None = None
     repeats the current label changes nothing and adds no row. True when a row was written."""
     if label is not None and label not in LABELS:
         raise LogError(f"a rating is one of {', '.join(LABELS)}, got {label!r}")
+    if rater and rater.startswith(JUDGE):
+        raise LogError(f"rater names beginning with '{JUDGE}' are kept for judges; choose another name")
     _assistant_turn(db, turn_id)
     # The check and the insert in one locked transaction: the chatbot may send one click twice at once.
     with write_lock(db):
@@ -84,6 +89,26 @@ def rate(db: Database, turn_id: int, label: str | None, rater: str | None = None
             "where (select label from current_ratings where turn_id = ?) is not ?",
             [turn_id, label, rater, utcnow(), turn_id, label])
     return cursor.rowcount == 1
+
+
+def judge_rate(db: Database, turn_id: int, label: str, judge_model: str, judgment: str) -> None:
+    """A judge's rating, linked to its raw answer (``judgments.key``). Once per turn and judge: a
+    resumed experiment does not rate again. Never a person's current rating."""
+    if label not in LABELS:
+        raise LogError(f"a rating is one of {', '.join(LABELS)}, got {label!r}")
+    _assistant_turn(db, turn_id)
+    rater = JUDGE + judge_model
+    with write_lock(db):
+        db.conn.execute(
+            "insert into ratings (turn_id, label, rater, created, judgment) select ?, ?, ?, ?, ? "
+            "where not exists (select 1 from ratings where turn_id = ? and rater = ?)",
+            [turn_id, label, rater, utcnow(), judgment, turn_id, rater])
+
+
+def judge_ratings(db: Database, judge_model: str) -> dict[int, str]:
+    """turn id -> the label ``judge_model`` gave it."""
+    return {row["turn_id"]: row["label"] for row in db["ratings"].rows_where(
+        "rater = ?", [JUDGE + judge_model], order_by="id")}
 
 
 def rewrite(db: Database, turn_id: int, content: str, rater: str | None = None) -> None:
@@ -113,8 +138,9 @@ def conversation(db: Database, conversation_id: str) -> dict | None:
     return {**rows[0], "turns": turns(db, conversation_id)}
 
 
-def recent(db: Database, limit: int = 50, source: str | None = None) -> list[dict]:
-    where, args = ("source = ?", [source]) if source else (None, [])
+def recent(db: Database, limit: int = 50, source: str | tuple[str, ...] | None = None) -> list[dict]:
+    sources = (source,) if isinstance(source, str) else source
+    where, args = (f"source in ({', '.join('?' for _ in sources)})", list(sources)) if sources else (None, [])
     return list(db["conversations"].rows_where(where, args, order_by="updated desc", limit=limit))
 
 

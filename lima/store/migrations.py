@@ -95,3 +95,27 @@ def m004_comparisons_and_judgments(db: Database) -> None:
 def m005_progress_tokens(db: Database) -> None:
     # TRL's running count of real (non-padding) tokens, so throughput can be read off the log.
     db["run_progress"].add_column("tokens", int)
+
+
+@migrations()
+def m006_experiments(db: Database) -> None:
+    # A judge's ratings are ratings (rater 'judge:<model>'), but never a person's: the current rating
+    # a person sees, exports and reports on is the latest one a person gave.
+    db.execute("drop view if exists current_ratings")
+    db.create_view("current_ratings", """
+        select r.turn_id, r.label, r.rater, r.created from ratings r
+        where r.id = (select max(id) from ratings where turn_id = r.turn_id
+                      and (rater is null or rater not like 'judge:%'))""")
+    db["ratings"].add_column("judgment", str)  # a judge's rating: the key of its raw answer in judgments
+    # `lima experiment`: the paper's section 6 run end to end. One row per experiment, its stage as
+    # it goes; one row per (opener, model) conversation it held.
+    db["experiments"].create({
+        "id": str, "created": str, "updated": str, "status": str, "stage": str, "error": str,
+        "base": str, "preset": str, "judge_url": str, "judge_model": str, "max_tokens": int, "models": str,
+        "out_dir": str, "summary": str,
+    }, pk="id", not_null={"created", "status"})
+    db["experiment_conversations"].create({
+        "experiment_id": str, "opener_id": str, "model": str, "conversation_id": str, "comparison_id": str,
+        "ended": str,
+    }, pk=("experiment_id", "opener_id", "model"), foreign_keys=[("experiment_id", "experiments", "id")])
+

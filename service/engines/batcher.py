@@ -54,6 +54,7 @@ class Sequence:
     read_offset: int = 0
     cancelled: bool = False
     finish_reason: str | None = None
+    choice_ids: list[list[int]] | None = None  # guided choice: each allowed reply's token ids
 
 
 class ForwardRunner:
@@ -146,7 +147,7 @@ class Batcher:
         single = kv_cache.new_cache(self.num_layers)
         logits = self.runner.prefill(ids, single)
         row = len(self.active)
-        self.sampler.add_row(seq.params, seq.prompt_ids)
+        self.sampler.add_row(seq.params, seq.prompt_ids, seq.choice_ids)
         token = self.sampler.sample(logits, rows=[row])
         if self._push(seq, int(token[0])):
             self.sampler.keep_rows(torch.arange(row))

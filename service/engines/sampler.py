@@ -5,6 +5,10 @@ engine batches requests that each chose their own, so this applies them row-wise
 vectorised tensor operations (same definitions as transformers' warpers).
 
 The repetition penalty is ``lima.repetition_penalty``'s: the tokens that end a turn are exempt.
+
+A row may be guided to a choice of replies (vLLM's ``guided_choice``): each step only the tokens
+that continue one of the choices' token sequences are allowed, and a stop token once a choice is
+complete, so the reply is exactly one of them, the one the model ranks highest token by token.
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ class BatchSampler:
         self.penalty = torch.empty(0, 1, device=device)
         self.seen = torch.empty(0, vocab_size, dtype=torch.bool, device=device)
         self.generators: list[torch.Generator | None] = []
+        self.stop_id = min(exempt) if exempt else None
+        # guided rows: (the choices' token ids, the tokens this row has produced so far)
+        self.guides: list[tuple[list[list[int]], list[int]] | None] = []
 
-    def add_row(self, params: SamplingParams, prompt_ids: list[int]) -> None:
+    def add_row(self, params: SamplingParams, prompt_ids: list[int], choice_ids: list[list[int]] | None = None) -> None:
         seen = torch.zeros(1, self.vocab_size, dtype=torch.bool, device=self.device)
         seen[0, torch.tensor(prompt_ids, device=self.device).clamp(max=self.vocab_size - 1)] = True
         self.seen = torch.cat([self.seen, seen])
@@ -44,6 +51,7 @@ class BatchSampler:
             gen = torch.Generator(device=self.device)
             gen.manual_seed(params.seed)
         self.generators.append(gen)
+        self.guides.append((choice_ids, []) if choice_ids else None)
 
     def keep_rows(self, keep: torch.Tensor) -> None:
         idx = keep.tolist()
@@ -51,6 +59,7 @@ class BatchSampler:
         self.top_p, self.penalty = self.top_p[keep], self.penalty[keep]
         self.top_k = [self.top_k[i] for i in idx]
         self.generators = [self.generators[i] for i in idx]
+        self.guides = [self.guides[i] for i in idx]
 
     def sample(self, logits: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
         """Next token for each row of ``logits``; ``rows`` names this sampler's row for each (default: all)."""
@@ -60,6 +69,9 @@ class BatchSampler:
         top_p, penalty = self.top_p[idx], self.penalty[idx]
 
         logits = penalise(logits, seen & self.penalisable, penalty)
+        for j, i in enumerate(idx.tolist()):
+            if self.guides[i] is not None:
+                logits[j] = self._guided(logits[j], *self.guides[i])
 
         out = logits.argmax(-1)
         sampled = (temp > 0).squeeze(1).nonzero().squeeze(1).tolist()
@@ -84,4 +96,20 @@ class BatchSampler:
             if free:
                 out[[sampled[j] for j in free]] = torch.multinomial(probs[free], 1).squeeze(1)
         self.seen[idx, out] = True
+        for j, i in enumerate(idx.tolist()):
+            if self.guides[i] is not None:
+                self.guides[i][1].append(int(out[j]))
         return out
+
+    def _guided(self, logits: torch.Tensor, choices: list[list[int]], done: list[int]) -> torch.Tensor:
+        """``logits`` with every token masked but those that continue a choice (or end a complete one)."""
+        n = len(done)
+        allowed = {c[n] for c in choices if len(c) > n and c[:n] == done}
+        if any(c == done for c in choices) and self.stop_id is not None:
+            allowed.add(self.stop_id)
+        if not allowed:  # cannot happen while rows only take allowed tokens; never mask everything
+            return logits
+        keep = torch.full_like(logits, float("-inf"))
+        ids = torch.tensor(sorted(allowed), dtype=torch.long, device=logits.device)
+        keep[ids] = logits[ids]
+        return keep

@@ -170,13 +170,19 @@ class TransformersEngine(Engine):
             raise PromptTooLong(f"max_tokens={params.max_tokens} plus the prompt's {n} tokens exceeds model "
                                 f"'{model}''s context of {ctx} tokens; ask for at most {ctx - n}", "max_tokens")
         max_new = params.max_tokens or min(DECODING["max_tokens"], ctx - n)
-        return Prepared(model, messages, params, n, payload={"ids": ids, "max_new": max_new, "loaded": loaded})
+        choice_ids = None
+        if params.choices:  # at the start of a reply, as the chat template leaves it: no leading space
+            choice_ids = [loaded.tokenizer.encode(c, add_special_tokens=False) for c in params.choices]
+            max_new = min(max_new, max(len(c) for c in choice_ids) + 1)
+        return Prepared(model, messages, params, n,
+                        payload={"ids": ids, "max_new": max_new, "loaded": loaded, "choices": choice_ids})
 
     async def stream(self, prepared: Prepared):
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Delta] = asyncio.Queue()
         seq = Sequence(prepared.payload["ids"], prepared.params, prepared.payload["max_new"],
-                       emit=lambda delta: loop.call_soon_threadsafe(events.put_nowait, delta))
+                       emit=lambda delta: loop.call_soon_threadsafe(events.put_nowait, delta),
+                       choice_ids=prepared.payload["choices"])
         prepared.payload["loaded"].batcher.submit(seq)
         try:
             while True:

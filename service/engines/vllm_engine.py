@@ -252,6 +252,8 @@ class VllmEngine(Engine):
         client = openai.AsyncOpenAI(base_url=f"http://{self.host}:{prepared.payload['port']}/v1",
                                     api_key="EMPTY", max_retries=0, timeout=None)
         extra = {"repetition_penalty": p.repetition_penalty}
+        if p.choices:
+            extra["guided_choice"] = list(p.choices)
         if p.top_k:
             extra["top_k"] = p.top_k
         if p.ignore_eos:

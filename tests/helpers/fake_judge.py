@@ -1,7 +1,8 @@
 """A local OpenAI-compatible judge that answers from a script (stdlib only, runs in a thread).
 
-``behaviour(system, user) -> str | None``: the reply text, or None to stall past the client's
-timeout. Every request body is recorded in ``requests``.
+``behaviour(system, user) -> str | int | None``: the reply text, an HTTP error status to answer
+with (an OpenAI-style error body), or None to stall past the client's timeout. Every request body
+is recorded in ``requests``.
 """
 
 from __future__ import annotations
@@ -29,10 +30,14 @@ def fake_judge(behaviour, stall_seconds: float = 3.0):
             if reply is None:
                 time.sleep(stall_seconds)
                 return
-            data = json.dumps({"id": "j", "object": "chat.completion", "created": 0, "model": body["model"],
+            status = reply if isinstance(reply, int) else 200
+            data = json.dumps({"error": {"message": "This model's maximum context length is 8192 tokens",
+                                         "type": "invalid_request_error", "code": "context_length_exceeded"}}
+                              if status != 200 else
+                              {"id": "j", "object": "chat.completion", "created": 0, "model": body["model"],
                                "choices": [{"index": 0, "finish_reason": "stop",
                                             "message": {"role": "assistant", "content": reply}}]}).encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
             self.end_headers()
