@@ -5,7 +5,9 @@ every user message goes to both models, both replies stream at once, each is rat
 end a rater says which conversation was better, or a tie. Blind mode shuffles the sides; the
 verdict is always stored in model terms ('left', 'right' or 'tie' of ``left_model`` and
 ``right_model``), whatever the screen showed. A replay sends the user turns of a saved
-conversation to another model and links the two as a comparison (kind 'replay').
+conversation to another model and links the two as a comparison (kind 'replay'); after a
+preference run, a conversation with replies rated Fail is replayed on the model before and the
+model after (kind 'before-after').
 
 This module is the one place that writes the ``comparisons`` table. The Compare tab and
 ``lima replay`` call it:
@@ -133,18 +135,56 @@ def replay(client: ServiceClient, conversation_id: str, model: str, **params) ->
     original = chatlog.conversation(db, conversation_id)
     if original is None:
         raise ComparisonError(f"there is no conversation {conversation_id!r}")
-    users = [t["content"] for t in original["turns"] if t["role"] == "user"]
-    if not users:
-        raise ComparisonError(f"conversation {conversation_id} has no user turn to replay")
-    chat = conv.Chat()
-    chat.conversation_id = chatlog.new_conversation(db, model, original["rater"], original["opener_id"],
-                                                    source="replay", replay_of=conversation_id, title=users[0])
+    users = _user_turns(original)
+    chat = _new_replay(db, original, model, users[0])
     comparison_id = create(db, original["model"], model, conversation_id, chat.conversation_id,
                            original["opener_id"], kind="replay")
+    _send_all(client, chat, users, model, **params)
+    return chat.conversation_id, comparison_id
+
+
+def _user_turns(original: dict) -> list[str]:
+    users = [t["content"] for t in original["turns"] if t["role"] == "user"]
+    if not users:
+        raise ComparisonError(f"conversation {original['id']} has no user turn to replay")
+    return users
+
+
+def _new_replay(db, original: dict, model: str, title: str) -> conv.Chat:
+    chat = conv.Chat()
+    chat.conversation_id = chatlog.new_conversation(db, model, original["rater"], original["opener_id"],
+                                                    source="replay", replay_of=original["id"], title=title)
+    return chat
+
+
+def _send_all(client: ServiceClient, chat: conv.Chat, users: list[str], model: str, **params) -> None:
     for text in users:
         for _ in conv.send(client, chat, text, model, **params):
             pass
-    return chat.conversation_id, comparison_id
+
+
+def before_after(client: ServiceClient, conversation_id: str, before: str, after: str, rater: str | None = None,
+                 **params):
+    """A conversation whose replies were rated Fail, its user turns sent again, in order, to the model
+    a preference run started from (left) and to the one it made (right), both streaming at once, so
+    the rater watches whether it learnt, then rates both sides and gives a verdict (kind
+    'before-after'). Yields (session, problems by side) as ``send_both`` does; after a user turn that
+    either side could not answer it stops, keeping what both said, so the sides stay turn for turn."""
+    db = connect()
+    original = chatlog.conversation(db, conversation_id)
+    if original is None:
+        raise ComparisonError(f"there is no conversation {conversation_id!r}")
+    users = _user_turns(original)
+    session = Session(models={"left": before, "right": after})
+    session.chats = {side: _new_replay(db, original, model, users[0]) for side, model in session.models.items()}
+    session.comparison_id = create(db, before, after, session.chats["left"].conversation_id,
+                                   session.chats["right"].conversation_id, original["opener_id"], kind="before-after")
+    for text in users:
+        problems: dict[str, str] = {}
+        for session, problems in send_both(client, session, text, rater, **params):
+            yield session, problems
+        if problems:
+            return
 
 
 def replay_session(client: ServiceClient, conversation_id: str, model: str, **params) -> Session:

@@ -133,13 +133,14 @@ def _train_one(db, variant: str, preset: str, base: str) -> str:
 
 # -- 2. converse ---------------------------------------------------------------------------------
 
-def serve(models: dict[str, str], base: str, serve_args: list[str], timeout: float = 900) -> tuple[subprocess.Popen, str]:
-    """A `lima serve` of the experiment's own, serving base and both variants; waits until loaded."""
+def serve(named: dict[str, str], serve_args: list[str], timeout: float = 900,
+          log_name: str = "experiment-serve") -> tuple[subprocess.Popen, str]:
+    """A `lima serve` of its own (never the registry's), serving ``named`` (name -> folder) beside
+    the embedded base; waits until every model is loaded. Returns the process and its URL."""
     port = free_port()
-    cmd = [sys.executable, "-m", "lima.cli", "serve", "--port", str(port), "--no-registry",
-           "--model", f"{paper.ZERO_SHOT}={models['zero-shot']}", "--model", f"{paper.DIALOGUE}={models['dialogue']}",
-           *(["--model", f"base={base}"] if base != "embedded" else []), *serve_args]
-    log = home.home() / "logs" / f"experiment-serve-{port}.log"
+    specs = [arg for name, path in named.items() for arg in ("--model", f"{name}={path}")]
+    cmd = [sys.executable, "-m", "lima.cli", "serve", "--port", str(port), "--no-registry", *specs, *serve_args]
+    log = home.home() / "logs" / f"{log_name}-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "LIMA_API_KEY"}
     with open(log, "wb") as out:
@@ -148,7 +149,7 @@ def serve(models: dict[str, str], base: str, serve_args: list[str], timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ExperimentError(f"the experiment's service exited with code {process.returncode}; see {log}")
+            raise ExperimentError(f"the service exited with code {process.returncode}; see {log}")
         try:
             health = client.health()
             if health.get("status") == "ok" and health.get("pid") == process.pid:
@@ -157,7 +158,7 @@ def serve(models: dict[str, str], base: str, serve_args: list[str], timeout: flo
             pass
         time.sleep(0.5)
     children.stop(process)
-    raise ExperimentError(f"the experiment's service did not load its models within {timeout:.0f} s; see {log}")
+    raise ExperimentError(f"the service did not load its models within {timeout:.0f} s; see {log}")
 
 
 def converse(db, experiment_id: str, client: ServiceClient, max_tokens: int | None) -> None:
@@ -352,7 +353,8 @@ def run(args) -> Snapshot:
         update(db, experiment["id"], stage="train")
         models = train(db, experiment, args.preset, args.base, args.reuse)
         update(db, experiment["id"], stage="converse")
-        service, url = serve(models, args.base, args.serve_args)
+        served = {paper.ZERO_SHOT: models["zero-shot"], paper.DIALOGUE: models["dialogue"]}
+        service, url = serve(served | ({"base": args.base} if args.base != "embedded" else {}), args.serve_args)
         converse(db, experiment["id"], ServiceClient(url), args.max_tokens)
         # the first line is all that is read; 64 tokens leave room for the sentence of reason
         judge = Judge(args.judge_url or url + "/v1", args.judge_model or "base", args.judge_api_key or "EMPTY",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.server import running
-from tests.helpers.tiny_model import save_tiny_base
+from tests.helpers.tiny_model import save_tiny_base, save_tiny_variant
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -39,6 +39,12 @@ def lima_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     return save_tiny_base(tmp_path_factory.mktemp("tiny-base"))
+
+
+@pytest.fixture(scope="session")
+def tiny_variant(tmp_path_factory, tiny_base) -> Path:
+    """The tiny base set up as a trained variant (EOT token, chat template): what KTO/DPO start from."""
+    return save_tiny_variant(tiny_base, tmp_path_factory.mktemp("tiny-variant"))
 
 
 @pytest.fixture(scope="session")

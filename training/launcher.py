@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dialogues import export, jsonl, lima_data
+from dialogues import export, jsonl, lima_data, preferences
 from dialogues.jsonl import DataError
 from dialogues.schema import Chain
-from lima import children, home
+from lima import children, home, paper
 from lima.store import chatlog, connect, utcnow
-from training import recipe as recipes, runs
+from lima.store.registry import registered
+from training import preference, recipe as recipes, runs
 from training.train import build_dataset
 
+STAGES = [("SFT: LIMA + dialogue chains", "sft"), ("KTO: learn from the ratings", "kto"),
+          ("DPO: learn from the rewrites", "dpo")]
 CHAIN_SOURCES = [("the project's 30 chains", "project"), ("LIMA's 30 multi-turn dialogues", "lima"),
                  ("chains exported from rated conversations", "rated")]
 
@@ -80,6 +83,56 @@ def describe(preset: str, variant: str, chains: str) -> str:
     return f"{' + '.join(parts)} · base {base} · {recipe.description}: {recipe.summary()}"
 
 
+def starting_models() -> list[str]:
+    """Registered models a preference stage can start from, the dialogue variant first."""
+    names = list(registered(connect()))
+    return sorted(names, key=lambda n: n != paper.DIALOGUE)
+
+
+def filter_choices() -> tuple[list[str], list[str]]:
+    """The models and raters a preference set can be narrowed to."""
+    return preferences.choices(connect())
+
+
+def filter_args(filters: preferences.Filters | None) -> list[str]:
+    """``filters`` as `lima train` flags."""
+    if filters is None:
+        return []
+    args = ["--models", *filters.models] if filters.models else []
+    args += ["--raters", *filters.raters] if filters.raters else []
+    args += ["--openers-only"] if filters.openers_only else []
+    return args + (["--since", filters.since] if filters.since else [])
+
+
+def preview(preset: str, stage: str, filters: preferences.Filters | None = None) -> tuple[str, str | None]:
+    """What a KTO or DPO run would learn from the log now: (Markdown, the set's sha256, or None when
+    it would be refused). The sha256 goes with the start, so a rating added in between is noticed."""
+    try:
+        recipe = recipes.load(preset)
+        data = preference.build_set(connect(), recipe, stage, filters or preferences.Filters())
+    except ValueError as exc:  # PreferenceError included: the reason, as it is
+        return f"⚠ {exc}", None
+    gone = preference.gone_models(connect(), data)
+    note = f"\n\n{', '.join(gone)}: no longer registered; their replies are learnt from as they were said." \
+        if gone else ""
+    block = preference.trainer_block(stage, recipe, data)
+    how = (f"{recipe.description}: {block.get('num_train_epochs', 3):g} epochs at lr {block.get('learning_rate'):g}, "
+           f"beta {block.get('beta', 0.1):g}")
+    how += "".join(f", {k.replace('_', ' ')} {block[k]:g}" for k in ("desirable_weight", "undesirable_weight")
+                   if k in block)
+    return f"{data.summary()}\n\n{data.sample()}{note}\n\n{how}", data.sha256
+
+
+def last_preference_run() -> dict | None:
+    """The latest finished KTO or DPO run, with the ids of what it learnt from (``rating_ids``:
+    ratings, rewrites, and the conversations with a reply rated Fail)."""
+    db = connect()
+    for run in runs.history(db, 100):
+        if run.get("stage") in preferences.STAGES and run["status"] == "done":
+            return runs.get(db, run["id"])
+    return None
+
+
 @dataclass
 class Status:
     """What the Retrain tab draws: the latest run, its loss curve and speed, and the recent runs."""
@@ -108,12 +161,15 @@ class TrainingProcess:
         self.log: Path | None = None
         self.started_at = ""
 
-    def start(self, preset: str, variant: str, chains: str) -> str:
+    def start(self, preset: str, variant: str, chains: str, stage: str = "sft", from_model: str | None = None,
+              expect_sha256: str | None = None, filters: preferences.Filters | None = None) -> str:
         current = runs.running(connect())
         if current is not None or self.alive():
             which = f"run {current['id']}" if current else "a run that is starting"
             raise LaunchRefused(f"A retrain is already running ({which}); wait for it or cancel it first.")
-        if variant == "dialogue" and chains == "rated":
+        if stage != "sft" and not expect_sha256:
+            raise LaunchRefused("Nothing to learn from yet: the preview above says why.")
+        if stage == "sft" and variant == "dialogue" and chains == "rated":
             path, count, _ = rated_chains_file()
             if count == 0:
                 raise LaunchRefused("No rated conversation qualifies as a chain yet: every assistant turn must be "
@@ -122,7 +178,10 @@ class TrainingProcess:
         logs = home.home() / "logs"
         logs.mkdir(exist_ok=True)
         self.log = logs / f"train-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.log"
-        cmd = [sys.executable, "-m", "lima.cli", "train", "--variant", variant, "--preset", preset, "--chains", chains]
+        cmd = [sys.executable, "-m", "lima.cli", "train", "--variant", variant, "--preset", preset]
+        cmd += ["--chains", chains] if stage == "sft" else ["--stage", stage, "--expect-sha256", expect_sha256]
+        if stage != "sft":
+            cmd += (["--from", from_model] if from_model else []) + filter_args(filters)
         if self.service_url:
             cmd += ["--service-url", self.service_url]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -131,7 +190,8 @@ class TrainingProcess:
         self.started_at = utcnow()
         with open(self.log, "wb") as out:
             self.process = children.spawn(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        return f"started `lima train --variant {variant} --preset {Path(preset).stem}`; log: {self.log}"
+        what = f" --stage {stage}" if stage != "sft" else ""
+        return f"started `lima train --variant {variant}{what} --preset {Path(preset).stem}`; log: {self.log}"
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -14,7 +14,8 @@ log = logging.getLogger("lima.train")
 
 
 class DatabaseProgress(TrainerCallback):
-    """Writes step, epoch, loss, learning rate and ETA for the UI; stops when a cancel is asked.
+    """Writes step, epoch, loss, learning rate, ETA (and a preference stage's reward margin) for the
+    UI; stops when a cancel is asked.
 
     Worker ranks of a distributed run (``writes=False``) only read the cancel flag, so every rank
     stops at the same step."""
@@ -43,7 +44,8 @@ class DatabaseProgress(TrainerCallback):
         try:
             runs.progress(self.db, self.run_id, state.global_step, state.max_steps, round(state.epoch or 0, 4),
                           logs.get("loss"), logs.get("learning_rate"), logs.get("grad_norm"), self._eta(state),
-                          int(tokens) if tokens is not None else None)
+                          int(tokens) if tokens is not None else None,
+                          logs.get("rewards/margins"))  # KTO and DPO: how far the chosen lead the rejected
         except sqlite3.OperationalError as exc:  # a missed progress row must never stop the training
             log.warning("progress of step %d not recorded: %s", state.global_step, exc)
 

@@ -3,9 +3,10 @@
     training/presets/base.yaml      the LIMA paper's numbers, once
     training/presets/<name>.yaml    `inherits: base` and only what differs (lima-paper, cpu-demo)
 
-A recipe has two blocks. ``sft`` holds TRL ``SFTConfig`` fields, passed to it as they are (as the
-alignment-handbook recipes do), so TRL's own names and defaults apply and any field of it can be
-set. ``lima`` holds what TRL has no field for: the LIMA sample, the batch size by model size
+A recipe has a block per trainer. ``sft`` holds TRL ``SFTConfig`` fields, passed to it as they are
+(as the alignment-handbook recipes do), so TRL's own names and defaults apply and any field of it
+can be set; ``kto`` and ``dpo`` hold ``KTOConfig`` and ``DPOConfig`` fields for the preference stages
+(``lima train --stage kto|dpo``), the same way. ``lima`` holds what TRL has no field for: the LIMA sample, the batch size by model size
 (made by gradient accumulation), residual dropout, the checkpoint window and dev prompts, LoRA,
 the end-of-turn token and the decoding of the dev answers (defaults: ``lima.chat_format`` and
 ``lima.paper``). ``--set sft.num_train_epochs=3`` or ``--set lima.lora.r=8`` overrides a field;
@@ -71,6 +72,13 @@ class Decoding(Strict):
     repetition_penalty: float = Field(default=DECODING["repetition_penalty"], gt=0)
 
 
+class Preference(Strict):
+    # Pass's weight relative to Excellent in a KTO set (``dialogues.preferences``): 0 leaves Pass out
+    pass_weight: float = Field(default=1.0, ge=0, le=1)
+    min_rows: int = Field(default=1, ge=1)  # a smaller set is refused: too little to learn from
+    max_rows: int | None = Field(default=None, ge=1)  # keep the newest ratings up to this many rows (CPU time)
+
+
 class Lima(Strict):
     eot_token: str = Field(default=EOT, min_length=1)
     lima_examples: int | None = Field(default=None, ge=1)
@@ -82,6 +90,7 @@ class Lima(Strict):
     checkpoints: Checkpoints
     lora: Lora
     decoding: Decoding = Field(default_factory=Decoding)
+    preference: Preference = Field(default_factory=Preference)
 
 
 class Recipe(Strict):
@@ -89,7 +98,13 @@ class Recipe(Strict):
     description: str
     base: str
     sft: dict[str, Any]
+    kto: dict[str, Any] = Field(default_factory=dict)
+    dpo: dict[str, Any] = Field(default_factory=dict)
     lima: Lima
+
+    def stage(self, stage: str) -> dict[str, Any]:
+        """The trainer config block of ``stage`` (sft, kto or dpo)."""
+        return {"sft": self.sft, "kto": self.kto, "dpo": self.dpo}[stage]
 
     def is_small(self, parameters: int) -> bool:
         return parameters < self.lima.small_model_params
@@ -170,20 +185,22 @@ def _set(tree: dict, dotted: str, value) -> None:
     node[keys[-1]] = value
 
 
-def check_sft(sft: dict[str, Any]) -> None:
-    """Every ``sft`` key must be an SFTConfig field that ``lima train`` does not decide itself."""
+def check_block(stage: str, block: dict[str, Any]) -> None:
+    """Every key of a trainer block must be a field of its TRL config that ``lima train`` does not
+    decide itself."""
     import dataclasses
 
-    from trl import SFTConfig
+    import trl
 
-    fields = {f.name for f in dataclasses.fields(SFTConfig)}
-    for key in sft:
+    config = {"sft": trl.SFTConfig, "kto": trl.KTOConfig, "dpo": trl.DPOConfig}[stage]
+    fields = {f.name for f in dataclasses.fields(config)}
+    for key in block:
         if key in DECIDED:
-            raise ValueError(f"sft.{key} is set by `lima train` itself (from the run and the LIMA format); "
+            raise ValueError(f"{stage}.{key} is set by `lima train` itself (from the run and the LIMA format); "
                              "leave it out of the recipe")
         if key not in fields:
             near = difflib.get_close_matches(key, fields, n=1)
-            raise ValueError(f"sft.{key} is not a field of TRL's SFTConfig"
+            raise ValueError(f"{stage}.{key} is not a field of TRL's {config.__name__}"
                              + (f" (did you mean {near[0]}?)" if near else ""))
 
 
@@ -206,5 +223,6 @@ def load(preset: str, overrides: list[str] | None = None, **shortcuts) -> Recipe
         recipe = Recipe.model_validate({**tree, "name": path.stem})
     except ValidationError as exc:
         raise ValueError(f"{path}: {validation_message(exc.errors())[0]}") from None
-    check_sft(recipe.sft)
+    for stage in ("sft", "kto", "dpo"):
+        check_block(stage, recipe.stage(stage))
     return recipe

@@ -75,7 +75,7 @@ def update(db: Database, run_id: str, **fields) -> None:
 
 def progress(db: Database, run_id: str, step: int, max_steps: int, epoch: float, loss: float | None,
              learning_rate: float | None, grad_norm: float | None, eta_seconds: float | None,
-             tokens: int | None = None) -> None:
+             tokens: int | None = None, reward_margin: float | None = None) -> None:
     now = utcnow()
     # BEGIN IMMEDIATE and plain statements: a deferred transaction that reads (sqlite-utils looks up
     # the schema before inserting) and then writes fails at once with "database is locked" when
@@ -83,8 +83,8 @@ def progress(db: Database, run_id: str, step: int, max_steps: int, epoch: float,
     with write_lock(db):
         db.conn.execute(
             "insert into run_progress (run_id, step, max_steps, epoch, loss, learning_rate, grad_norm, "
-            "eta_seconds, tokens, time) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [run_id, step, max_steps, epoch, loss, learning_rate, grad_norm, eta_seconds, tokens, now])
+            "eta_seconds, tokens, reward_margin, time) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, step, max_steps, epoch, loss, learning_rate, grad_norm, eta_seconds, tokens, reward_margin, now])
         db.conn.execute(
             "update runs set step = ?, max_steps = ?, epoch = ?, eta_seconds = ?, updated = ?, "
             "loss = coalesce(?, loss), learning_rate = coalesce(?, learning_rate) where id = ?",
@@ -113,7 +113,7 @@ def cancel_requested(db: Database, run_id: str) -> bool:
 
 def get(db: Database, run_id: str) -> dict:
     row = db["runs"].get(run_id)
-    for key in ("config", "dataset_counts"):
+    for key in ("config", "dataset_counts", "rating_ids"):
         if row.get(key):
             row[key] = json.loads(row[key])
     return row
@@ -136,7 +136,7 @@ def tokens_per_second(db: Database, run_id: str) -> float | None:
 
 def losses(db: Database, run_id: str) -> list[dict]:
     return list(db["run_progress"].rows_where("run_id = ? and loss is not null", [run_id], order_by="step",
-                                              select="step, epoch, loss, learning_rate"))
+                                              select="step, epoch, loss, learning_rate, reward_margin"))
 
 
 def _encode(fields: dict) -> dict:

@@ -1,6 +1,8 @@
-"""Train a LIMA variant with TRL's SFTTrainer, one command per variant.
+"""Train a LIMA variant with TRL's SFTTrainer, one command per variant (and, with ``--stage kto|dpo``,
+a preference step on top of it from the ratings: ``training/preference.py``).
 
     lima train --variant dialogue --preset cpu-demo                       # CPU, about 10 minutes
+    lima train --variant dialogue --stage kto                             # learn from the ratings
     lima train --variant zero-shot --preset lima-paper --base Qwen/Qwen2.5-7B --lima GAIR/lima
     accelerate launch --config_file training/accelerate/fsdp.yaml -m training.train \\
         --variant dialogue --preset lima-paper                            # several GPUs or nodes
@@ -29,7 +31,7 @@ import signal
 import sys
 from pathlib import Path
 
-from dialogues import lima_data, training_sets
+from dialogues import lima_data, preferences, training_sets
 from dialogues.jsonl import DataError
 from lima import children, home, paper
 from lima.store import connect
@@ -67,6 +69,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sleep the service while training (auto: when it uses the GPU this run trains on)")
     parser.add_argument("--judge-url", default=os.environ.get("LIMA_JUDGE_URL"), help="OpenAI-compatible judge")
     parser.add_argument("--judge-model", default=os.environ.get("LIMA_JUDGE_MODEL"))
+    stages = parser.add_argument_group("preference stages (training/preference.py)")
+    stages.add_argument("--stage", choices=("sft", *preferences.STAGES), default="sft",
+                        help="sft: supervised on LIMA (+ chains); kto: learn from the Fail / Pass / Excellent "
+                             "ratings; dpo: learn from the rewrites")
+    stages.add_argument("--from", dest="from_model", metavar="MODEL",
+                        help="the registered model a kto/dpo stage starts from (default: the variant's, "
+                             "lima-dialogue); the new one is served as MODEL-kto or MODEL-dpo")
+    stages.add_argument("--models", nargs="+", metavar="NAME", help="only replies of these models")
+    stages.add_argument("--raters", nargs="+", metavar="NAME", help="only these raters' ratings and rewrites")
+    stages.add_argument("--openers-only", action="store_true",
+                        help="only conversations that start from an evaluation opener")
+    stages.add_argument("--since", metavar="DATE", help="only ratings and rewrites made from this date (ISO)")
+    stages.add_argument("--expect-sha256", help="refuse to start unless the set is this one (the one previewed)")
 
 
 # -- 2. data ---------------------------------------------------------------------------------------
@@ -173,6 +188,10 @@ def shared_run_id(variant: str) -> tuple[str, bool]:
 
 
 def run(args) -> str:
+    if getattr(args, "stage", "sft") != "sft":
+        from training import preference
+
+        return preference.run(args)
     recipe = recipes.load(args.preset, args.set, base=args.base, sft__max_steps=args.max_steps,
                           lima__lora__enabled=args.lora)
     base = resolve_base(recipe.base)
@@ -187,20 +206,26 @@ def run(args) -> str:
     runs.start(db, run_id, variant=args.variant, preset=recipe.name, base=base, chains=dataset.chains,
                config=recipe.model_dump(), dataset_sha256=dataset.sha256, dataset_counts=dataset.counts,
                examples=len(dataset.examples), output_dir=str(run_dir))
+    return recorded(db, run_id, lambda progress: _train(args, recipe, dataset, base, db, run_id, run_dir, progress))
+
+
+def recorded(db, run_id: str, work) -> str:
+    """``work(progress)`` under a started run record, which ends as it ended: a failure with its
+    reason, Ctrl-C as cancelled. SIGTERM (the UI's hard stop, `kill`, the workbench stopping) and
+    SIGHUP (its terminal closing) become a cancel at the next step instead of a crash."""
+    from training.progress import DatabaseProgress
+
     progress = DatabaseProgress(db, run_id)
-    # SIGTERM (the UI's hard stop, `kill`, the workbench stopping) and SIGHUP (its terminal closing)
-    # become a cancel at the next step instead of a crash.
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: runs.request_cancel(db, run_id))
     try:
-        summary = _train(args, recipe, dataset, base, db, run_id, run_dir, progress)
+        return work(progress)
     except KeyboardInterrupt:
         runs.finish(db, run_id, "cancelled", error="interrupted (Ctrl-C)")
         raise
     except BaseException as exc:
         runs.finish(db, run_id, "failed", error=str(exc) or type(exc).__name__)
         raise
-    return summary
 
 
 def make_trainer(recipe, dataset, model, tokenizer, run_dir: Path, parameters: int, eot_id: int, callbacks):
@@ -251,6 +276,20 @@ def _train(args, recipe, dataset, base, db, run_id, run_dir, progress) -> str:
     return f"run {run_id} done: {name} -> {dest} ({how}); {served}"
 
 
+def fit(trainer, db, run_id: str, run_dir: Path, progress) -> bool:
+    """``trainer.train()``; False when it was cancelled (recorded as such, the run folder removed)."""
+    try:
+        trainer.train()
+    except OSError as exc:
+        raise TrainingError(f"training stopped: {exc.strerror or exc} (is the disk full?)") from exc
+    if progress.cancelled:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        runs.finish(db, run_id, "cancelled", error="cancelled at step "
+                    f"{trainer.state.global_step} of {trainer.state.max_steps}; nothing was registered")
+        return False
+    return True
+
+
 def _fit_select_publish(args, recipe, dataset, base, db, run_id, run_dir, progress, device):
     """Steps 4 to 7 up to the published folder; None when cancelled or on a worker rank."""
     import torch
@@ -278,14 +317,7 @@ def _fit_select_publish(args, recipe, dataset, base, db, run_id, run_dir, progre
         raise TrainingError(f"no example has assistant tokens within {recipe.max_length} tokens")
     if progress.writes:
         runs.update(db, run_id, examples=used)
-    try:
-        trainer.train()
-    except OSError as exc:
-        raise TrainingError(f"training stopped: {exc.strerror or exc} (is the disk full?)") from exc
-    if progress.cancelled:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        runs.finish(db, run_id, "cancelled", error="cancelled at step "
-                    f"{trainer.state.global_step} of {trainer.state.max_steps}; nothing was registered")
+    if not fit(trainer, db, run_id, run_dir, progress):
         return None
     if not trainer.is_world_process_zero():
         return None
@@ -328,6 +360,7 @@ def main(args) -> int:
     try:
         print(run(args))
     except (DataError, ValueError, TrainingError, ModelLoadError, runs.RunRefused) as exc:
+        # PreferenceError is a ValueError: a set too small or all one label, said as it is
         print(f"lima train: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -71,15 +71,18 @@ def build_app(service_url: str, api_key: str | None = None) -> gr.Blocks:
                 chat = chat_tab.build(client, browser)
             with gr.Tab("Compare", id="compare") as compare_page:
                 compare = compare_tab.build(client)
-            with gr.Tab("Retrain", id="retrain"):
+            with gr.Tab("Retrain", id="retrain") as retrain_page:
                 retrain = retrain_tab.build(service_url, api_key)
             with gr.Tab("Ratings", id="ratings") as ratings_page:
                 ratings = ratings_tab.build()
             with gr.Tab("Report", id="report") as report_page:
                 report = report_tab.build()
-        for fn, inputs, outputs in (chat["restore"], compare["load"], retrain["load"], ratings["load"]):
+        for fn, inputs, outputs in (chat["restore"], compare["load"], compare["proof"], retrain["load"],
+                                    ratings["load"]):
             app.load(fn, inputs, outputs)
         compare_page.select(*compare["load"])
+        compare_page.select(*compare["proof"])
+        retrain_page.select(*retrain["load"])  # ratings given in the Chat tab meanwhile are counted
         ratings_page.select(*ratings["load"])
         report_page.select(*report["load"])
 

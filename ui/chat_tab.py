@@ -75,7 +75,7 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
 
     def shown(chat: conv.Chat, note: str = ""):
         label = f"conversation `{chat.conversation_id}`" if chat.conversation_id else "new conversation"
-        return (gr.update(value=chat.messages, feedback_value=chat.ratings), chat,
+        return (gr.update(value=rating.shown_messages(chat.messages), feedback_value=chat.ratings), chat,
                 {"conversation": chat.conversation_id}, f"{label}{' · ' + note if note else ''}")
 
     chat_outputs = [chatbot, chat_state, browser, status]

@@ -13,6 +13,8 @@ from evaluation import comparisons
 from evaluation.comparisons import ComparisonError, Session
 from lima import paper
 from lima.service_client import ServiceClient, ServiceProblem
+from lima.store import chatlog, connect
+from training import launcher
 from ui import pickers, rating
 from ui.chat_tab import FOLLOW_UP_SLOTS, HELP
 from ui.rating import rater_of
@@ -46,6 +48,13 @@ def build(client: ServiceClient) -> dict:
                            elem_id="compare-verdict")
         save = gr.Button("Save verdict", elem_id="compare-save")
     status = gr.Markdown(elem_id="compare-status")
+    with gr.Accordion("Before and after the last preference run", open=False) as proof_box:
+        proof_note = gr.Markdown(elem_id="proof-note")
+        with gr.Row():
+            failed = gr.Dropdown(label="A conversation with a reply rated Fail", choices=[],
+                                 elem_id="proof-conversation")
+            proof_button = gr.Button("Open before and after", elem_id="proof-open")
+    proof_models = gr.State(None)
     with gr.Accordion("Replay a saved conversation on another model", open=False):
         with gr.Row():
             saved = gr.Dropdown(label="Conversation", choices=[], elem_id="replay-conversation")
@@ -57,8 +66,8 @@ def build(client: ServiceClient) -> dict:
         label = f"comparison `{session.comparison_id}`" if session.comparison_id else "no comparison yet"
         if session.verdict:
             label += f" · verdict saved: **{session.verdict}** ({session.models['left']} vs {session.models['right']})"
-        return (gr.update(value=a.messages, feedback_value=a.ratings, label=session.title(0)),
-                gr.update(value=b.messages, feedback_value=b.ratings, label=session.title(1)),
+        return (gr.update(value=rating.shown_messages(a.messages), feedback_value=a.ratings, label=session.title(0)),
+                gr.update(value=rating.shown_messages(b.messages), feedback_value=b.ratings, label=session.title(1)),
                 session, f"{label}{' · ' + note if note else ''}")
 
     outputs = [first, second, state, status]
@@ -133,6 +142,49 @@ def build(client: ServiceClient) -> dict:
 
     saved.focus(pickers.saved_conversations, None, saved)
 
+    def proof():
+        """The latest KTO/DPO run's models and the conversations whose replies it learnt were Fail."""
+        run = launcher.last_preference_run()
+        if run is None:
+            return (gr.update(open=False), "No KTO or DPO run yet: rate replies, then learn from them in the "
+                    "Retrain tab.", gr.update(choices=[], value=None), None)
+        db = connect()
+        ids = (run.get("rating_ids") or {}).get("fail_conversations") or []
+        titles = [(f"{c['title'] or c['id']} · {c['model']}", c["id"])
+                  for c in (chatlog.conversation(db, i) for i in ids) if c]
+        note = (f"**{run['from_model']}** (before) vs **{run['model_name']}** (after: run `{run['id']}`, "
+                f"{run['stage'].upper()} on {run['examples']} row{'s' * (run['examples'] != 1)}). "
+                f"{len(titles)} conversation{' has' if len(titles) == 1 else 's have'} a reply rated Fail: open one "
+                "to send its messages to both and see whether it learnt.")
+        return (gr.update(open=True), note, gr.update(choices=titles, value=titles[0][1] if titles else None),
+                (run["from_model"], run["model_name"]))
+
+    def on_proof(conversation_id, models, request: gr.Request):
+        if not models or not conversation_id:
+            gr.Warning("No conversation to open: a KTO or DPO run lists the ones with a reply rated Fail.")
+            yield (*view(Session()), gr.update(), gr.update())
+            return
+        # the model pickers show the pair on screen, so "Start comparison" goes on with the same two
+        pair = (gr.update(value=models[0]), gr.update(value=models[1]))
+        session, problems = Session(), {}
+        try:
+            for session, problems in comparisons.before_after(client, conversation_id, *models,
+                                                              rater_of(None, request)):
+                yield (*view(session, "before (A) and after (B): sending the conversation's messages to both"),
+                       *pair)
+        except (ServiceProblem, ComparisonError) as exc:
+            gr.Warning(str(exc))
+            yield (*view(session), *pair)
+            return
+        note = "before (A) and after (B): rate both sides and give a verdict"
+        if problems:
+            said = "; ".join(f"{session.title(session.order.index(side))}: {p}" for side, p in problems.items())
+            gr.Warning(f"stopped before the end of the conversation: {said}")
+            note += f" · stopped before the end of the conversation: {said}"
+        yield (*view(session, note), *pair)
+
+    proof_button.click(on_proof, [failed, proof_models], [*outputs, left_model, right_model])
+
     def models():
         names = pickers.served_models(client)
         if names is None:
@@ -143,4 +195,5 @@ def build(client: ServiceClient) -> dict:
         return (gr.update(choices=names, value=left), gr.update(choices=names, value=right),
                 gr.update(choices=names, value=right))
 
-    return {"load": (models, None, [left_model, right_model, replay_model])}
+    return {"load": (models, None, [left_model, right_model, replay_model]),
+            "proof": (proof, None, [proof_box, proof_note, failed, proof_models])}

@@ -1,5 +1,5 @@
-"""One rating handler for every chatbot that shows a logged conversation: the Chat tab and both
-sides of the Compare tab. A click is written to the log at once; a changed rating is kept as
+"""One rating handler, and one way to show messages, for every chatbot that shows a logged
+conversation: the Chat tab and both sides of the Compare tab. A click is written to the log at once; a changed rating is kept as
 history (``lima.store.chatlog.rate``)."""
 
 from __future__ import annotations
@@ -8,6 +8,16 @@ import gradio as gr
 
 from lima import conversation as conv
 from lima.store import chatlog, connect
+
+
+EMPTY_REPLY = "*(empty reply: the model ended its turn at once)*"
+
+
+def shown_messages(messages: list[dict]) -> list[dict]:
+    """The messages as a chatbot shows them: a blank reply gets a visible line, so a person can see
+    it, hover it and rewrite it with the pencil (an empty bubble has no size to hover)."""
+    return [{**m, "content": EMPTY_REPLY} if m["role"] == "assistant" and not m["content"].strip() else m
+            for m in messages]
 
 
 def rater_of(name: str | None, request: gr.Request | None) -> str | None:

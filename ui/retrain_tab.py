@@ -1,5 +1,9 @@
 """The Retrain tab: one button starts `lima train` in its own process; progress is read back.
 
+The stage picks what is learnt: SFT (LIMA + dialogue chains), or a preference step on top of a
+served model, KTO from the Fail / Pass / Excellent ratings or DPO from the rewrites, with the counts
+and a sample row shown before the button is pressed and a reward-margin chart while it runs.
+
 Everything about training goes through ``training.launcher``: the presets, what a run would
 learn, the process and its records. This tab polls the records once a second to draw a progress
 bar, step/epoch/ETA, the loss curve and the run history. A second start while a run is going is
@@ -13,6 +17,7 @@ import os
 import gradio as gr
 import pandas as pd
 
+from dialogues.preferences import Filters
 from training import launcher
 
 
@@ -37,34 +42,67 @@ def build(service_url: str, api_key: str | None = None) -> dict:
     trainer = launcher.TrainingProcess(service_url, api_key)
     default_preset = "lima-paper" if os.environ.get("LIMA_ENGINE") == "vllm" else "cpu-demo"
     with gr.Row():
+        stage = gr.Radio(label="What to learn", choices=launcher.STAGES, value="sft", elem_id="train-stage")
         preset = gr.Dropdown(label="Preset", choices=launcher.preset_choices(), value=default_preset, elem_id="preset")
+    with gr.Row():
         variant = gr.Radio(label="Variant", choices=["dialogue", "zero-shot"], value="dialogue")
         chains = gr.Radio(label="Dialogue chains", choices=launcher.CHAIN_SOURCES, value="project")
+        start_from = gr.Dropdown(label="Start from", choices=[], visible=False, elem_id="train-from")
+    with gr.Row(visible=False) as filter_row:  # which ratings a KTO or DPO run learns from
+        only_models = gr.Dropdown(label="Only replies of", choices=[], multiselect=True, elem_id="train-models")
+        only_raters = gr.Dropdown(label="Only ratings and rewrites by", choices=[], multiselect=True,
+                                  elem_id="train-raters")
+        openers_only = gr.Checkbox(label="Opener conversations only", value=False, elem_id="train-openers")
+        since = gr.Textbox(label="Rated since (ISO date, optional)", placeholder="2026-11-01", elem_id="train-since")
+    filters = [only_models, only_raters, openers_only, since]
     plan = gr.Markdown(elem_id="train-plan")
+    previewed = gr.State(None)  # the sha256 of the preference set the plan shows
     with gr.Row():
         start = gr.Button("Retrain dialogue variant", variant="primary", elem_id="retrain")
         cancel = gr.Button("Cancel run", variant="stop", elem_id="cancel-run")
     message = gr.Markdown(elem_id="train-message")
     progress = gr.HTML(progress_html(None))
-    loss = gr.LinePlot(x="step", y="loss", title="Training loss", height=260, y_axis_format=".2f",
-                       elem_id="loss-chart")
+    with gr.Row():
+        loss = gr.LinePlot(x="step", y="loss", title="Training loss", height=260, y_axis_format=".2f",
+                           elem_id="loss-chart")
+        margin = gr.LinePlot(x="step", y="reward_margin", title="Reward margin (chosen over rejected)", height=260,
+                             y_axis_format=".3f", visible=False, elem_id="margin-chart")
     history = gr.Dataframe(label="Runs", interactive=False, wrap=True)
     timer = gr.Timer(1.0)
 
-    def on_variant(v):
-        return gr.update(value=f"Retrain {v} variant")
+    def chosen(models, raters, openers, after) -> Filters:
+        return Filters(models or None, raters or None, bool(openers), (after or "").strip() or None)
 
-    variant.change(on_variant, variant, start)
-    for control in (preset, variant, chains):
-        control.change(launcher.describe, [preset, variant, chains], plan)
+    def describe(p, v, c, st, *picked):
+        if st == "sft":
+            return launcher.describe(p, v, c), None
+        return launcher.preview(p, st, chosen(*picked))
 
-    def on_start(p, v, c):
+    def on_stage(st, v):
+        sft = st == "sft"
+        models = launcher.starting_models()
+        rated_models, raters = launcher.filter_choices()
+        label = f"Retrain {v} variant" if sft else f"Learn from the {'ratings' if st == 'kto' else 'rewrites'} ({st.upper()})"
+        return (gr.update(value=label), gr.update(visible=sft), gr.update(visible=sft),
+                gr.update(visible=not sft, choices=models, value=models[0] if models else None),
+                gr.update(visible=not sft), gr.update(choices=rated_models), gr.update(choices=raters))
+
+    stage.change(on_stage, [stage, variant], [start, variant, chains, start_from, filter_row, only_models, only_raters])
+    variant.change(lambda v, st: gr.update(value=f"Retrain {v} variant") if st == "sft" else gr.update(),
+                   [variant, stage], start)
+    inputs = [preset, variant, chains, stage, *filters]
+    for control in (preset, variant, chains, stage, only_models, only_raters, openers_only):
+        control.change(describe, inputs, [plan, previewed])
+    since.submit(describe, inputs, [plan, previewed])
+    since.blur(describe, inputs, [plan, previewed])
+
+    def on_start(p, v, c, st, origin, sha, *picked):
         try:
-            return trainer.start(p, v, c)
+            return trainer.start(p, v, c, st, origin, sha, chosen(*picked))
         except launcher.LaunchRefused as exc:
             raise gr.Error(str(exc)) from None
 
-    start.click(on_start, [preset, variant, chains], message)
+    start.click(on_start, [preset, variant, chains, stage, start_from, previewed, *filters], message)
 
     def on_cancel():
         note = trainer.cancel()
@@ -78,16 +116,21 @@ def build(service_url: str, api_key: str | None = None) -> dict:
         now = launcher.status()
         failure = trainer.startup_failure(now.latest)
         note = f"⚠ training did not start: {failure}" if failure else gr.update()
-        points = pd.DataFrame(now.losses, columns=["step", "epoch", "loss", "learning_rate"])
-        table = pd.DataFrame([{"run": r["id"], "status": r["status"], "variant": r["variant"], "preset": r["preset"],
+        points = pd.DataFrame(now.losses, columns=["step", "epoch", "loss", "learning_rate", "reward_margin"])
+        preference = bool(now.latest and now.latest.get("stage") in ("kto", "dpo"))
+        margins = points.dropna(subset=["reward_margin"])[["step", "reward_margin"]]
+        margin_update = gr.update(value=margins, visible=preference and len(margins) > 0)
+        table = pd.DataFrame([{"run": r["id"], "status": r["status"], "variant": r["variant"],
+                               "stage": r.get("stage") or "sft", "preset": r["preset"],
                                "examples": r["examples"], "step": f"{r['step'] or 0}/{r['max_steps'] or '?'}",
                                "loss": round(r["loss"], 3) if r["loss"] is not None else None,
                                "result": r["error"] or r["model_path"] or ""} for r in now.recent])
+        points = points[["step", "epoch", "loss", "learning_rate"]]
         if len(points):  # a little headroom: vega crowds the axis when the range is tiny
             low, high = float(points["loss"].min()), float(points["loss"].max())
             pad = max(0.05, (high - low) * 0.1)
             points = gr.update(value=points, y_lim=[round(low - pad, 2), round(high + pad, 2)])
-        return progress_html(now.latest, now.tokens_per_second), points, table, note
+        return progress_html(now.latest, now.tokens_per_second), points, margin_update, table, note
 
-    timer.tick(poll, None, [progress, loss, history, message])
-    return {"load": (launcher.describe, [preset, variant, chains], plan), "trainer": trainer}
+    timer.tick(poll, None, [progress, loss, margin, history, message])
+    return {"load": (describe, inputs, [plan, previewed]), "trainer": trainer}

@@ -42,6 +42,22 @@ def write_lock(db: Database):
         db.conn.execute("COMMIT")
 
 
+@contextmanager
+def snapshot(db: Database):
+    """Several reads that see one state of the database (a read transaction), even while another
+    process rates or rewrites in between: a training set is built from one moment of the log.
+    Inside a transaction already, it reads in that one."""
+    if db.conn.in_transaction:
+        yield db
+        return
+    db.conn.execute("BEGIN")
+    try:
+        yield db
+    finally:
+        if db.conn.in_transaction:
+            db.conn.execute("COMMIT")
+
+
 def connect(path: str | Path | None = None) -> Database:
     """A fresh connection to the state database (``$LIMA_HOME/lima.db`` by default)."""
     path = Path(path) if path else home.db_path()

@@ -119,3 +119,17 @@ def m006_experiments(db: Database) -> None:
         "ended": str,
     }, pk=("experiment_id", "opener_id", "model"), foreign_keys=[("experiment_id", "experiments", "id")])
 
+
+@migrations()
+def m007_preference_runs(db: Database) -> None:
+    # A preference run (`lima train --stage kto|dpo`) records which ratings went in: the current
+    # rating's id is what a run names, so the view carries it.
+    db.execute("drop view if exists current_ratings")
+    db.create_view("current_ratings", """
+        select r.id, r.turn_id, r.label, r.rater, r.created from ratings r
+        where r.id = (select max(id) from ratings where turn_id = r.turn_id
+                      and (rater is null or rater not like 'judge:%'))""")
+    db["runs"].add_column("stage", str)            # sft (null for older runs), kto or dpo
+    db["runs"].add_column("from_model", str)       # the registered model a preference run starts from
+    db["runs"].add_column("rating_ids", str)       # JSON: the ratings (and rewrites) it learnt from
+    db["run_progress"].add_column("reward_margin", float)  # TRL's rewards/margins at that step

@@ -45,3 +45,18 @@ def save_tiny_base(folder: Path, layers: int = 2, context: int = 512) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def save_tiny_variant(base: Path, folder: Path) -> Path:
+    """``base`` as a trained variant leaves it: the EOT token added and the shared chat template."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lima import chat_format
+    from training import chat_setup
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    chat_setup.setup(model, tokenizer, chat_format.EOT)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -50,3 +50,13 @@ def train_args(base: Path, lima: Path, variant: str = "dialogue", chains: str = 
                               max_steps=kw.get("max_steps"), lora=kw.get("lora"), set=[*TINY, *extra],
                               service_url=kw.get("service_url"), judge_url=kw.get("judge_url"),
                               judge_model=kw.get("judge_model"), pause_service=kw.get("pause_service", "auto"))
+
+
+def stage_args(stage: str, extra=(), **kw):
+    """`lima train --variant dialogue --stage STAGE` on the TINY recipe (from the registered lima-dialogue)."""
+    return argparse.Namespace(variant="dialogue", preset="cpu-demo", set=[*TINY, f"{stage}.bf16=false", *extra],
+                              max_steps=kw.get("max_steps"), lora=kw.get("lora"), service_url=kw.get("service_url"),
+                              pause_service="auto",
+                              stage=stage, from_model=kw.get("from_model"), models=kw.get("models"),
+                              raters=kw.get("raters"), openers_only=False, since=None,
+                              expect_sha256=kw.get("expect_sha256"))

@@ -1,0 +1,193 @@
+"""The preference stages of `lima train`: KTO from Fail / Pass / Excellent, DPO from rewrites.
+
+    lima train --variant dialogue --stage kto                      # on top of lima-dialogue
+    lima train --variant dialogue --stage dpo --from lima-dialogue-kto --raters alice --since 2026-11-01
+
+Steps, top to bottom:
+  1. the recipe's ``kto`` or ``dpo`` block (TRL's KTOConfig / DPOConfig fields) and ``lima.preference``
+  2. the set from the chat log (``dialogues.preferences``), its counts by label, model and rater
+     printed before anything loads; a set too small or all one label is refused with the reason;
+     ``--expect-sha256`` refuses a set that changed after it was previewed
+  3. the run record: stage, starting model, the rating and rewrite ids, sha256 and counts
+  4. TRL's KTOTrainer or DPOTrainer on the starting model (its frozen copy is the reference), with
+     progress and the reward margin in the database, cancel at the next step
+  5. the final weights saved and registered as ``<from>-<stage>`` (``lima-dialogue-kto``) and
+     loaded into the running service
+A failure or a cancel is recorded with its reason and registers nothing; the log is only read.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+
+from dialogues import preferences
+from lima import home, paper
+from lima.model_files import check_folder
+from lima.store import connect
+from lima.store.registry import register, registered
+from training import chat_setup, recipe as recipes, runs, service_link
+from training.train import (TrainingError, bf16_ok, check_disk, fit, load_base, lora_config, publish,
+                            recorded)
+
+log = logging.getLogger("lima.train")
+
+
+def filters(args) -> preferences.Filters:
+    return preferences.Filters(args.models, args.raters, args.openers_only, args.since)
+
+
+def build_set(db, recipe: recipes.Recipe, stage: str, chosen: preferences.Filters) -> preferences.PreferenceSet:
+    setting = recipe.lima.preference
+    return preferences.build(db, stage, chosen, setting.pass_weight, setting.min_rows, setting.max_rows)
+
+
+def starting_model(db, args) -> tuple[str, str]:
+    """(name, folder) of the registered model the stage starts from."""
+    name = args.from_model or paper.model_name(args.variant)
+    models = registered(db)
+    if name not in models:
+        known = ", ".join(models) or "none yet"
+        raise TrainingError(f"no model named '{name}' is registered (registered: {known}); train the "
+                            f"{args.variant} variant first, or name one with --from")
+    check_folder(name, models[name])
+    return name, models[name]
+
+
+def gone_models(db, data: preferences.PreferenceSet) -> list[str]:
+    """Models whose replies are in the set but which are no longer registered."""
+    served = set(registered(db))
+    return sorted(m for m in data.counts.get("model", {}) if m not in served and m != "unknown")
+
+
+def run(args) -> str:
+    stage = args.stage
+    recipe = recipes.load(args.preset, args.set, **{f"{stage}__max_steps": args.max_steps},
+                          lima__lora__enabled=args.lora)
+    db = connect()
+    from_name, from_path = starting_model(db, args)
+    data = build_set(db, recipe, stage, filters(args))
+    print(f"{stage.upper()} set from the ratings: {data.summary().replace('**', '')}", flush=True)
+    gone = gone_models(db, data)
+    if gone:
+        print(f"note: {', '.join(gone)} no longer registered; their replies are learnt from as they were said",
+              flush=True)
+    if args.expect_sha256 and args.expect_sha256 != data.sha256:
+        raise TrainingError("the ratings changed after the set was previewed (a rating or rewrite was added, changed "
+                            "or cleared, or a filter changed): look at the new counts and start again")
+
+    block = trainer_block(stage, recipe, data)
+    weights = {k: block[k] for k in ("desirable_weight", "undesirable_weight") if k in block}
+    if weights:
+        print("class weights: " + ", ".join(f"{k} {v:g}" for k, v in weights.items()), flush=True)
+    config = {**recipe.model_dump(), stage: block}  # the record keeps what the trainer was given
+    run_id = runs.new_id(f"{args.variant}-{stage}")
+    run_dir = home.runs_dir() / run_id
+    runs.start(db, run_id, variant=args.variant, stage=stage, from_model=from_name, preset=recipe.name,
+               base=from_path, config=config, dataset_sha256=data.sha256, dataset_counts=data.counts,
+               rating_ids=data.record(), examples=len(data.rows), output_dir=str(run_dir))
+    return recorded(db, run_id, lambda progress: _train(args, recipe, data, from_name, from_path, db, run_id,
+                                                         run_dir, progress))
+
+
+def trainer_block(stage: str, recipe: recipes.Recipe, data: preferences.PreferenceSet) -> dict:
+    """The recipe's ``kto`` or ``dpo`` block as the trainer gets it. For KTO, unless the recipe sets
+    ``desirable_weight`` or ``undesirable_weight``, the rarer class is weighted up so that both
+    weigh the same in the loss (weight x rows equal, inside the KTO paper's advice of a ratio from
+    1 to 4/3): a person rates many replies Pass and few Fail, or the other way round."""
+    block = dict(recipe.stage(stage))
+    if stage != "kto" or {"desirable_weight", "undesirable_weight"} & set(block):
+        return block
+    desirable = sum(1 for r in data.rows if r["label"])
+    undesirable = len(data.rows) - desirable
+    if desirable and undesirable:
+        if desirable > undesirable:
+            block["undesirable_weight"] = round(desirable / undesirable, 4)
+        elif undesirable > desirable:
+            block["desirable_weight"] = round(undesirable / desirable, 4)
+    return block
+
+
+def fit_prompts(rows: list[dict], tokenizer, max_length: int | None) -> tuple[list[dict], int]:
+    """Rows whose prompt leaves less than a quarter of ``max_length`` for the reply lose their oldest
+    exchanges (a user turn and its reply at a time) until it fits: TRL would drop such a row, and a
+    rating on the fifth turn of a long conversation would teach nothing. Returns (rows, how many
+    were shortened); a row that fits is left exactly as the service rendered it."""
+    if not max_length:
+        return rows, 0
+    budget = max_length * 3 // 4
+    out, shortened = [], 0
+    for row in rows:
+        prompt = row["prompt"]
+        while len(prompt) > 2 and len(tokenizer.apply_chat_template(
+                prompt, add_generation_prompt=True, tokenize=True, return_dict=False)) > budget:
+            prompt = prompt[2:]  # still opens on a user turn and ends on the one replied to
+        shortened += prompt is not row["prompt"]
+        out.append({**row, "prompt": prompt})
+    return out, shortened
+
+
+def make_trainer(stage: str, recipe, data, model, tokenizer, run_dir, callbacks):
+    """TRL's KTOTrainer or DPOTrainer: the recipe's block as it is, plus what the run decides. With
+    LoRA the reference is the same weights with the adapters off, so no second copy is held."""
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    block = trainer_block(stage, recipe, data)
+    if block.get("bf16") and not bf16_ok(device):
+        block["bf16"] = False
+    rows, shortened = fit_prompts(data.rows, tokenizer, block.get("max_length"))
+    if shortened:
+        print(f"{shortened} long prompt{'s' * (shortened != 1)} kept only their latest exchanges to fit "
+              f"{stage}.max_length ({block['max_length']} tokens)", flush=True)
+    # KTO reads its rows in order (its KL term pairs neighbours); shuffle once, seeded, so the
+    # repeated rows of one reply do not sit side by side.
+    random.Random(block.get("seed", 0)).shuffle(rows)
+    config_class, trainer_class = (KTOConfig, KTOTrainer) if stage == "kto" else (DPOConfig, DPOTrainer)
+    config = config_class(**block, output_dir=str(run_dir), use_cpu=device == "cpu", logging_steps=1,
+                          save_strategy="no", report_to="none")
+    eot_id = tokenizer.convert_tokens_to_ids(recipe.lima.eot_token)
+    return trainer_class(model=model, args=config, processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
+                         peft_config=lora_config(recipe, eot_id) if recipe.lima.lora.enabled else None,
+                         callbacks=callbacks)
+
+
+def _train(args, recipe, data, from_name, from_path, db, run_id, run_dir, progress) -> str:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    stage = args.stage
+    with service_link.paused(args.service_url, args.pause_service, device == "cuda"):
+        model, tokenizer = load_base(from_path, device, recipe)
+        # a trained variant has the EOT token and the template already; a plain base gets them here
+        chat_setup.setup(model, tokenizer, recipe.lima.eot_token)
+        parameters = sum(p.numel() for p in model.parameters())
+        run_dir.mkdir(parents=True, exist_ok=True)
+        check_disk(parameters, 4, 1, home.models_dir())
+        trainer = make_trainer(stage, recipe, data, model, tokenizer, run_dir, [progress])
+        used, limit = len(trainer.train_dataset), recipe.stage(stage).get("max_length")
+        if used == 0:
+            raise TrainingError(f"no row fits in {limit} tokens ({stage}.max_length): every prompt fills it")
+        if used < len(data.rows):  # a last message alone longer than max_length: TRL drops the row
+            print(f"{len(data.rows) - used} of {len(data.rows)} rows left out: their last message alone fills "
+                  f"{stage}.max_length ({limit} tokens)", flush=True)
+        runs.update(db, run_id, examples=used)
+        if not fit(trainer, db, run_id, run_dir, progress):
+            return f"run {run_id} cancelled"
+        name = f"{from_name}-{stage}"
+        dest = home.models_dir() / f"{name}-{run_id}"
+        provenance = {"run_id": run_id, "stage": stage, "from": from_name, "from_path": from_path,
+                      "preset": recipe.name, "dataset_sha256": data.sha256, "dataset_counts": data.counts,
+                      "learnt_from": data.record(), "recipe": recipe.model_dump()}
+        final = trainer.model.merge_and_unload() if recipe.lima.lora.enabled else trainer.model
+        publish(None, final, tokenizer, dest, provenance)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    register(db, name, str(dest), kind="trained", run_id=run_id)
+    served = service_link.notify(args.service_url, name, dest) if args.service_url else \
+        "registered; `lima serve` will serve it at its next start"
+    runs.finish(db, run_id, "done", model_name=name, model_path=str(dest), selection="final weights")
+    return f"run {run_id} done: {name} -> {dest}; {served}"
+
