@@ -94,7 +94,8 @@ def timed_command(stage: str, start: str) -> tuple[float, dict]:
     wall = time.perf_counter() - began
     if result.returncode != 0:
         raise SystemExit(f"lima train --stage {stage} failed:\n{result.stderr[-2000:]}")
-    return wall, runs.get(connect(), runs.history(connect(), 1)[0]["id"])
+    db = connect()
+    return wall, runs.get(db, runs.history(db, 1)[0]["id"])
 
 
 def measure(stage: str, recipe, data, model, tokenizer) -> dict:

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from fractions import Fraction
 
 from lima.store import chatlog
-from lima.store.db import snapshot
+from lima.store.db import as_logged, snapshot
 
 STAGES = ("kto", "dpo")
 DESIRABLE = {"Excellent": True, "Pass": True, "Fail": False}
@@ -136,9 +136,7 @@ def utc_since(since: str | None) -> str | None:
     except ValueError:
         raise PreferenceError(f"since must be an ISO date such as 2026-11-01 (or a date and time), "
                               f"got {since!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return as_logged(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
 
 
 def choices(db) -> tuple[list[str], list[str]]:
@@ -181,7 +179,7 @@ def build(db, stage: str, filters: Filters | None = None, pass_weight: float = 1
     filters = filters or Filters()
     filters = Filters(filters.models, filters.raters, filters.openers_only, utc_since(filters.since))
     with snapshot(db):
-        replies = chatlog.rated_replies(db, filters.models, filters.raters, filters.openers_only, filters.since)
+        replies = chatlog.rated_replies(db, filters.models, filters.openers_only)
         ids = list(dict.fromkeys(r["conversation_id"] for r in replies))
         history = {cid: chatlog.turns(db, cid) for cid in ids}
         rewrites = {cid: chatlog.conversation_rewrites(db, cid) for cid in ids}

@@ -139,7 +139,9 @@ def replay(client: ServiceClient, conversation_id: str, model: str, **params) ->
     chat = _new_replay(db, original, model, users[0])
     comparison_id = create(db, original["model"], model, conversation_id, chat.conversation_id,
                            original["opener_id"], kind="replay")
-    _send_all(client, chat, users, model, **params)
+    for text in users:
+        for _ in conv.send(client, chat, text, model, **params):
+            pass
     return chat.conversation_id, comparison_id
 
 
@@ -155,12 +157,6 @@ def _new_replay(db, original: dict, model: str, title: str) -> conv.Chat:
     chat.conversation_id = chatlog.new_conversation(db, model, original["rater"], original["opener_id"],
                                                     source="replay", replay_of=original["id"], title=title)
     return chat
-
-
-def _send_all(client: ServiceClient, chat: conv.Chat, users: list[str], model: str, **params) -> None:
-    for text in users:
-        for _ in conv.send(client, chat, text, model, **params):
-            pass
 
 
 def before_after(client: ServiceClient, conversation_id: str, before: str, after: str, rater: str | None = None,

@@ -107,12 +107,13 @@ def filter_args(filters: preferences.Filters | None) -> list[str]:
 def preview(preset: str, stage: str, filters: preferences.Filters | None = None) -> tuple[str, str | None]:
     """What a KTO or DPO run would learn from the log now: (Markdown, the set's sha256, or None when
     it would be refused). The sha256 goes with the start, so a rating added in between is noticed."""
+    db = connect()
     try:
         recipe = recipes.load(preset)
-        data = preference.build_set(connect(), recipe, stage, filters or preferences.Filters())
+        data = preference.build_set(db, recipe, stage, filters or preferences.Filters())
     except ValueError as exc:  # PreferenceError included: the reason, as it is
         return f"⚠ {exc}", None
-    gone = preference.gone_models(connect(), data)
+    gone = preference.gone_models(db, data)
     note = f"\n\n{', '.join(gone)}: no longer registered; their replies are learnt from as they were said." \
         if gone else ""
     block = preference.trainer_block(stage, recipe, data)
@@ -127,10 +128,10 @@ def last_preference_run() -> dict | None:
     """The latest finished KTO or DPO run, with the ids of what it learnt from (``rating_ids``:
     ratings, rewrites, and the conversations with a reply rated Fail)."""
     db = connect()
-    for run in runs.history(db, 100):
-        if run.get("stage") in preferences.STAGES and run["status"] == "done":
-            return runs.get(db, run["id"])
-    return None
+    stages = ", ".join(f"'{s}'" for s in preferences.STAGES)
+    latest = list(db["runs"].rows_where(f"status = 'done' and stage in ({stages})", order_by="ended desc",
+                                        limit=1, select="id"))
+    return runs.get(db, latest[0]["id"]) if latest else None
 
 
 @dataclass

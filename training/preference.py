@@ -18,7 +18,6 @@ A failure or a cancel is recorded with its reason and registers nothing; the log
 
 from __future__ import annotations
 
-import logging
 import random
 import shutil
 
@@ -30,8 +29,6 @@ from lima.store.registry import register, registered
 from training import chat_setup, recipe as recipes, runs, service_link
 from training.train import (TrainingError, bf16_ok, check_disk, fit, load_base, lora_config, publish,
                             recorded)
-
-log = logging.getLogger("lima.train")
 
 
 def filters(args) -> preferences.Filters:
@@ -181,7 +178,8 @@ def _train(args, recipe, data, from_name, from_path, db, run_id, run_dir, progre
         dest = home.models_dir() / f"{name}-{run_id}"
         provenance = {"run_id": run_id, "stage": stage, "from": from_name, "from_path": from_path,
                       "preset": recipe.name, "dataset_sha256": data.sha256, "dataset_counts": data.counts,
-                      "learnt_from": data.record(), "recipe": recipe.model_dump()}
+                      "learnt_from": data.record(),
+                      "recipe": runs.get(db, run_id)["config"]}  # as recorded: the block the trainer got
         final = trainer.model.merge_and_unload() if recipe.lima.lora.enabled else trainer.model
         publish(None, final, tokenizer, dest, provenance)
         shutil.rmtree(run_dir, ignore_errors=True)

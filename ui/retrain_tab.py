@@ -17,7 +17,7 @@ import os
 import gradio as gr
 import pandas as pd
 
-from dialogues.preferences import Filters
+from dialogues.preferences import STAGES, Filters
 from training import launcher
 
 
@@ -117,7 +117,7 @@ def build(service_url: str, api_key: str | None = None) -> dict:
         failure = trainer.startup_failure(now.latest)
         note = f"⚠ training did not start: {failure}" if failure else gr.update()
         points = pd.DataFrame(now.losses, columns=["step", "epoch", "loss", "learning_rate", "reward_margin"])
-        preference = bool(now.latest and now.latest.get("stage") in ("kto", "dpo"))
+        preference = bool(now.latest and now.latest.get("stage") in STAGES)
         margins = points.dropna(subset=["reward_margin"])[["step", "reward_margin"]]
         margin_update = gr.update(value=margins, visible=preference and len(margins) > 0)
         table = pd.DataFrame([{"run": r["id"], "status": r["status"], "variant": r["variant"],

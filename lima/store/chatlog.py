@@ -157,25 +157,17 @@ def all_conversations(db: Database, openers_only: bool = False, sources: tuple[s
     return [{**row, "turns": turns(db, row["id"])} for row in rows]
 
 
-def rated_replies(db: Database, models: list[str] | None = None, raters: list[str] | None = None,
-                  openers_only: bool = False, since: str | None = None) -> list[dict]:
+def rated_replies(db: Database, models: list[str] | None = None, openers_only: bool = False) -> list[dict]:
     """Assistant turns a person rated or rewrote (judges never count): each with its current rating
-    (``rating_id``, ``label``, ``rater``) and latest rewrite (``rewrite_id``, ``rewrite``, ``rewriter``).
-    Filters: the replying models, the raters (of the rating or the rewrite), conversations that
-    start from an evaluation opener, ratings or rewrites made at or after ``since`` (ISO date)."""
+    (``rating_id``, ``label``, ``rater``, ``rated``) and latest rewrite (``rewrite_id``, ``rewrite``,
+    ``rewriter``, ``rewritten``). Filters: the replying models, conversations that start from an
+    evaluation opener."""
     where, args = ["t.role = 'assistant'", "(cr.label is not null or w.id is not null)"], []
     if models:
         where.append(f"coalesce(t.model, c.model) in ({', '.join('?' for _ in models)})")
         args += models
-    if raters:
-        marks = ", ".join("?" for _ in raters)
-        where.append(f"(cr.rater in ({marks}) or w.rater in ({marks}))")
-        args += raters + raters
     if openers_only:
         where.append("c.opener_id is not null")
-    if since:
-        where.append("(cr.created >= ? or w.created >= ?)")
-        args += [since, since]
     return list(db.query(f"""
         select t.id as turn_id, t.conversation_id, t.position, t.content, t.created,
                coalesce(t.model, c.model) as model,
@@ -195,7 +187,7 @@ def conversation_rewrites(db: Database, conversation_id: str) -> list[dict]:
 
 def rewrites_of_user_turns(db: Database) -> list[dict]:
     """Rewrites attached to a user turn (written before the log refused them): never training data."""
-    return list(db.query("""select w.id, w.turn_id, t.conversation_id from rewrites w
+    return list(db.query("""select w.id, w.turn_id from rewrites w
                             join turns t on t.id = w.turn_id where t.role = 'user' order by w.id"""))
 
 

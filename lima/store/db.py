@@ -24,7 +24,12 @@ _migrate_lock = threading.Lock()
 
 def utcnow() -> str:
     """ISO-8601 UTC timestamp with milliseconds, the only time format in the database."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return as_logged(datetime.now(timezone.utc))
+
+
+def as_logged(moment: datetime) -> str:
+    """``moment`` (aware) in the database's time format, so it compares with stored times as text."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @contextmanager
