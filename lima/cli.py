@@ -20,13 +20,15 @@ def _models_prepare(args) -> int:
 
 def _models_list(args) -> int:
     from lima.store import connect
-    from lima.store.registry import registered
+    from lima.store.registry import registered, warnings
     from lima import embedded_model
 
     path = embedded_model.default_path()
     print(f"base\t{path}\t{'prepared' if embedded_model.is_prepared(path) else 'not prepared (lima models prepare)'}")
-    for name, folder in registered(connect()).items():
-        print(f"{name}\t{folder}")
+    db = connect()
+    worse = warnings(db)
+    for name, folder in registered(db).items():
+        print(f"{name}\t{folder}" + (f"\t⚠ {worse[name]}" if name in worse else ""))
     return 0
 
 
@@ -38,7 +40,7 @@ def _runs_list(args) -> int:
         progress = f"step {row['step'] or 0}/{row['max_steps'] or '?'}"
         loss = f"loss {row['loss']:.3f}" if row["loss"] is not None else ""
         print(f"{row['id']}\t{row['status']}\t{row['variant']}\t{row['preset']}\t{progress}\t{loss}\t"
-              f"{row['error'] or row['model_path'] or ''}")
+              f"{row['error'] or row['model_path'] or ''}" + (f"\t⚠ {row['warning']}" if row.get("warning") else ""))
     return 0
 
 
@@ -92,11 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     _module_command(dialogues_sub, "check", "validate chains and openers, print counts and length statistics",
                     "dialogues.check")
 
-    runs = sub.add_parser("runs", help="list or cancel training runs")
+    runs = sub.add_parser("runs", help="list, show or cancel training runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
     runs_list = runs_sub.add_parser("list", help="show recent runs with status, progress and result")
     runs_list.add_argument("--limit", type=int, default=20)
     runs_list.set_defaults(func=_runs_list)
+    _module_command(runs_sub, "show", "show a run and its model's behaviour beside its parent's, with a chart",
+                    "training.run_report")
     cancel = runs_sub.add_parser("cancel", help="ask a running training run to stop at its next step")
     cancel.add_argument("run_id")
     cancel.set_defaults(func=_runs_cancel)

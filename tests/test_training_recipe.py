@@ -10,7 +10,6 @@ import yaml
 from lima.chat_format import EOT
 from lima.paper import DECODING
 from training import recipe as recipes
-from tests.helpers.training import TINY
 
 
 def test_lima_paper_preset_is_the_papers_recipe():
@@ -49,10 +48,10 @@ def test_each_lima_number_has_one_home():
 
 def test_cpu_demo_keeps_every_chain_and_states_its_subset():
     r = recipes.load("cpu-demo")
-    assert r.base == "embedded" and r.lima.lima_examples == 24
+    assert r.base == "embedded" and r.lima.lima_examples == 12
     assert r.sft["num_train_epochs"] == 2 and r.sft["adam_beta2"] == 0.95  # its own, and the paper's
-    assert "24 LIMA examples + every dialogue chain" in r.description
-    assert "2 epochs" in r.summary() and "lr 5e-05 -> 5e-06 linear" in r.summary()
+    assert "12 LIMA examples + every dialogue chain" in r.description
+    assert "2 epochs" in r.summary() and "lr 1e-05 -> 1e-06 linear" in r.summary()
 
 
 def test_overrides():
@@ -71,7 +70,7 @@ def test_a_users_preset_inherits_a_shipped_one(tmp_path, tiny_base):
     r = recipes.load(str(path))
     assert r.base == str(tiny_base) and r.lima.lima_examples == 6 and r.sft["bf16"] is False
     assert r.sft["adam_beta2"] == 0.95 and r.lima.residual_dropout.top == 0.05  # from cpu-demo and base
-    assert len(TINY) == 9
+    assert r.lima.behaviour.max_new_tokens == 8 and r.lima.behaviour.openers == 1  # nested blocks too
 
 
 @pytest.mark.parametrize("preset, overrides, message", [

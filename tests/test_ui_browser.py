@@ -151,6 +151,12 @@ def test_retrain_button_runs_to_done_and_the_model_appears(app, page):
     [run] = runs.history(db_of(home))
     assert run["status"] == "done" and run["variant"] == "dialogue"
     assert page.locator("#loss-chart").get_by_text("loss").count() > 0
+    # the run's model beside the base it came from: the figures, a chart, and the history's columns
+    table = page.locator("#behaviour-table")
+    table.get_by_text("base (parent)").wait_for(timeout=20000)
+    assert "lima-dialogue (new)" in table.inner_text() and "ended by themselves" in table.inner_text()
+    page.locator("#behaviour-chart img").wait_for(timeout=20000)
+    assert "→" in page.locator("#run-history").inner_text()  # ends by itself: parent -> new
     page.screenshot(path=str(home / "retrain.png"), full_page=True)
     page.get_by_role("tab", name="Chat").click()
     page.locator("#chat-model input").click()  # the list refreshes from the service when opened

@@ -21,7 +21,8 @@ from dialogues.schema import Chain
 from lima import children, home, paper
 from lima.store import chatlog, connect, utcnow
 from lima.store.registry import registered
-from training import preference, recipe as recipes, runs
+from lima.store import behaviour as behaviour_store
+from training import preference, recipe as recipes, run_report, runs
 from training.train import build_dataset
 
 STAGES = [("SFT: LIMA + dialogue chains", "sft"), ("KTO: learn from the ratings", "kto"),
@@ -136,12 +137,14 @@ def last_preference_run() -> dict | None:
 
 @dataclass
 class Status:
-    """What the Retrain tab draws: the latest run, its loss curve and speed, and the recent runs."""
+    """What the Retrain tab draws: the latest run, its loss curve and speed, the recent runs and
+    each one's behaviour figures (run id -> role -> measurement)."""
 
     latest: dict | None
     recent: list[dict] = field(default_factory=list)
     losses: list[dict] = field(default_factory=list)
     tokens_per_second: float | None = None
+    behaviour: dict[str, dict[str, behaviour_store.Measured]] = field(default_factory=dict)
 
 
 def status(limit: int = 20) -> Status:
@@ -150,7 +153,19 @@ def status(limit: int = 20) -> Status:
     latest = recent[0] if recent else None
     if latest is None:
         return Status(None)
-    return Status(latest, recent, runs.losses(db, latest["id"]), runs.tokens_per_second(db, latest["id"]))
+    return Status(latest, recent, runs.losses(db, latest["id"]), runs.tokens_per_second(db, latest["id"]),
+                  behaviour_store.for_runs(db, [r["id"] for r in recent]))
+
+
+def behaviour_view(run_id: str) -> tuple[str, str | None]:
+    """A run's model beside its parent: (Markdown with its warning, chart PNG path or None)."""
+    db = connect()
+    measured = behaviour_store.for_run(db, run_id)
+    record = runs.get(db, run_id)
+    warning = f"⚠ **{record['warning']}**\n\n" if record.get("warning") else ""
+    if not measured:
+        return warning + f"Run {run_id} has no behaviour figures (it did not get to measuring its model).", None
+    return warning + run_report.table(measured), str(run_report.draw(measured, run_report.chart_path(run_id)))
 
 
 class TrainingProcess:

@@ -11,24 +11,28 @@ Steps, top to bottom:
   3. the run record: stage, starting model, the rating and rewrite ids, sha256 and counts
   4. TRL's KTOTrainer or DPOTrainer on the starting model (its frozen copy is the reference), with
      progress and the reward margin in the database, cancel at the next step
-  5. the final weights saved and registered as ``<from>-<stage>`` (``lima-dialogue-kto``) and
-     loaded into the running service
+  5. the final weights saved, measured beside the starting model (``training/behaviour.py``),
+     registered as ``<from>-<stage>`` (``lima-dialogue-kto``; with a warning when clearly worse)
+     and loaded into the running service
 A failure or a cancel is recorded with its reason and registers nothing; the log is only read.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
+from pathlib import Path
 
-from dialogues import preferences
+from dialogues import lima_data, preferences
+from dialogues.jsonl import DataError
 from lima import home, paper
 from lima.model_files import check_folder
 from lima.store import connect
 from lima.store.registry import register, registered
-from training import chat_setup, recipe as recipes, runs, service_link
-from training.train import (TrainingError, bf16_ok, check_disk, fit, load_base, lora_config, publish,
-                            recorded)
+from training import behaviour, chat_setup, recipe as recipes, runs, service_link
+from training.train import (TrainingError, bf16_ok, check_disk, finish_run, fit, fit_recorder, load_base,
+                            lora_config, measured, publish, recorded)
 
 
 def filters(args) -> preferences.Filters:
@@ -50,6 +54,34 @@ def starting_model(db, args) -> tuple[str, str]:
                             f"{args.variant} variant first, or name one with --from")
     check_folder(name, models[name])
     return name, models[name]
+
+
+def trained_ids(path: str) -> set[str] | None:
+    """The training examples behind the model in ``path``, from its ``lima_run.json``: none for a
+    base (no such file), None when a trained model's record does not list them."""
+    record = Path(path) / "lima_run.json"
+    if not record.exists():
+        return set()
+    try:
+        ids = json.loads(record.read_text()).get("example_ids")
+    except (OSError, ValueError):
+        return None
+    return set(ids) if isinstance(ids, list) else None
+
+
+def references(recipe: recipes.Recipe, from_path: str) -> tuple[list, set[str] | None]:
+    """(held-out reference conversations for measuring, the ids the starting model trained on or
+    None when unknown): LIMA (when at hand) and the project's chains, minus what it learnt from."""
+    ids = trained_ids(from_path)
+    if ids is None:
+        print("note: the starting model's record does not say what it trained on: P(end) is not measured", flush=True)
+        return [], None
+    try:
+        lima = lima_data.load()
+    except (DataError, OSError):  # LIMA not at hand: the project's chains still serve
+        lima = None
+    settings = recipe.lima.behaviour
+    return behaviour.held_out(behaviour.reference_pool(lima), ids, settings.references, settings.seed), ids
 
 
 def gone_models(db, data: preferences.PreferenceSet) -> list[str]:
@@ -125,6 +157,13 @@ def fit_prompts(rows: list[dict], tokenizer, max_length: int | None) -> tuple[li
     return out, shortened
 
 
+def wanted(data: preferences.PreferenceSet) -> list[list[dict]]:
+    """The conversations a set moves towards: each desirable reply (KTO) or chosen rewrite (DPO)
+    after its prompt."""
+    return [row["prompt"] + (row["chosen"] if "chosen" in row else row["completion"])
+            for row in data.rows if row.get("label", True)]
+
+
 def make_trainer(stage: str, recipe, data, model, tokenizer, run_dir, callbacks):
     """TRL's KTOTrainer or DPOTrainer: the recipe's block as it is, plus what the run decides. With
     LoRA the reference is the same weights with the adapters off, so no second copy is held."""
@@ -159,12 +198,17 @@ def _train(args, recipe, data, from_name, from_path, db, run_id, run_dir, progre
     stage = args.stage
     with service_link.paused(args.service_url, args.pause_service, device == "cuda"):
         model, tokenizer = load_base(from_path, device, recipe)
-        # a trained variant has the EOT token and the template already; a plain base gets them here
-        chat_setup.setup(model, tokenizer, recipe.lima.eot_token)
+        # a trained variant has the EOT token and the template already; a plain base gets them here,
+        # the token's row fitted on the replies the set wants more of (training/eot_fit.py)
+        block = recipe.stage(stage)
+        _, refit = chat_setup.prepare(model, tokenizer, recipe.lima, wanted(data), block.get("max_length") or 1024,
+                                      bool(block.get("bf16")) and bf16_ok(device), on_fit=fit_recorder(db, run_id),
+                                      cancelled=lambda: progress.cancelled)
+        callbacks = [progress] + ([refit] if refit is not None and not recipe.lima.lora.enabled else [])
         parameters = sum(p.numel() for p in model.parameters())
         run_dir.mkdir(parents=True, exist_ok=True)
         check_disk(parameters, 4, 1, home.models_dir())
-        trainer = make_trainer(stage, recipe, data, model, tokenizer, run_dir, [progress])
+        trainer = make_trainer(stage, recipe, data, model, tokenizer, run_dir, callbacks)
         used, limit = len(trainer.train_dataset), recipe.stage(stage).get("max_length")
         if used == 0:
             raise TrainingError(f"no row fits in {limit} tokens ({stage}.max_length): every prompt fills it")
@@ -176,16 +220,20 @@ def _train(args, recipe, data, from_name, from_path, db, run_id, run_dir, progre
             return f"run {run_id} cancelled"
         name = f"{from_name}-{stage}"
         dest = home.models_dir() / f"{name}-{run_id}"
+        held_out, ids = references(recipe, from_path)
         provenance = {"run_id": run_id, "stage": stage, "from": from_name, "from_path": from_path,
                       "preset": recipe.name, "dataset_sha256": data.sha256, "dataset_counts": data.counts,
-                      "learnt_from": data.record(),
+                      "learnt_from": data.record(), "example_ids": sorted(ids) if ids is not None else None,  # what its parent trained on
                       "recipe": runs.get(db, run_id)["config"]}  # as recorded: the block the trainer got
         final = trainer.model.merge_and_unload() if recipe.lima.lora.enabled else trainer.model
         publish(None, final, tokenizer, dest, provenance)
         shutil.rmtree(run_dir, ignore_errors=True)
-    register(db, name, str(dest), kind="trained", run_id=run_id)
-    served = service_link.notify(args.service_url, name, dest) if args.service_url else \
-        "registered; `lima serve` will serve it at its next start"
-    runs.finish(db, run_id, "done", model_name=name, model_path=str(dest), selection="final weights")
-    return f"run {run_id} done: {name} -> {dest}; {served}"
-
+        del trainer, final, model
+        try:
+            warning = measured(args, db, run_id, (from_name, from_path), (name, str(dest)),
+                               behaviour.plan(recipe, held_out), device, dest)
+        except behaviour.Cancelled:
+            runs.finish(db, run_id, "cancelled", error="cancelled while measuring the new model; nothing was registered")
+            return f"run {run_id} cancelled"
+    summary = finish_run(args, db, run_id, name, dest, warning, selection="final weights")
+    return f"run {run_id} done: {summary}"

@@ -20,7 +20,7 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -79,8 +79,25 @@ class Preference(Strict):
     max_rows: int | None = Field(default=None, ge=1)  # keep the newest ratings up to this many rows (CPU time)
 
 
+class Behaviour(Strict):
+    """What every run measures its model and its parent on (``training/behaviour.py``)."""
+
+    dev_prompts: int = Field(default=50, ge=0, le=50)  # the first N development prompts
+    openers: int = Field(default=10, ge=0, le=10)  # the first N evaluation openers, as conversations
+    follow_ups: int = Field(default=3, ge=0, le=4)  # each opener's first N scripted follow-ups
+    max_new_tokens: int = Field(default=2048, ge=1)  # a reply's cap: one that reaches it did not end
+    references: int = Field(default=32, ge=0)  # held-out reference conversations for P(end) and P(EOT)
+    seed: int = 0
+    max_batch: int = Field(default=16, ge=1)  # replies generated at once
+
+
 class Lima(Strict):
     eot_token: str = Field(default=EOT, min_length=1)
+    # where the new EOT token's rows start (training/chat_setup.py, training/eot_fit.py): the base's
+    # own end of turn, then its output row fitted to the run's data; the copy alone; or the mean
+    # embedding (the old start, kept to measure against)
+    eot_init: Literal["fitted", "end-token", "mean"] = "fitted"
+    eot_fit_tokens: int = Field(default=16000, ge=1)  # training tokens the fit reads (one forward pass)
     lima_examples: int | None = Field(default=None, ge=1)
     seed: int = 0
     batch_size: int = Field(ge=1)
@@ -91,6 +108,7 @@ class Lima(Strict):
     lora: Lora
     decoding: Decoding = Field(default_factory=Decoding)
     preference: Preference = Field(default_factory=Preference)
+    behaviour: Behaviour = Field(default_factory=Behaviour)
 
 
 class Recipe(Strict):

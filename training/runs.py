@@ -113,7 +113,7 @@ def cancel_requested(db: Database, run_id: str) -> bool:
 
 def get(db: Database, run_id: str) -> dict:
     row = db["runs"].get(run_id)
-    for key in ("config", "dataset_counts", "rating_ids"):
+    for key in ("config", "dataset_counts", "rating_ids", "eot_fit"):
         if row.get(key):
             row[key] = json.loads(row[key])
     return row

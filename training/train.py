@@ -15,7 +15,9 @@ Steps, top to bottom:
   4. the model: base + EOT token + shared chat template + residual dropout (+ LoRA)
   5. a disk-space check for the checkpoints, then training, with progress in the database
   6. checkpoint selection on the development prompts (judge when configured)
-  7. the chosen model saved under $LIMA_HOME/models, registered, and handed to the service
+  7. the chosen model saved under $LIMA_HOME/models
+  8. its behaviour measured beside the base's (training/behaviour.py), stored with the run
+  9. registered (with a warning when it is clearly worse than the base) and handed to the service
 A failure or a cancel is recorded with its reason and registers nothing.
 """
 
@@ -37,7 +39,7 @@ from lima import children, home, paper
 from lima.store import connect
 from lima.store.registry import register
 from lima.model_files import ModelLoadError, check_folder
-from training import chat_setup, recipe as recipes, runs, service_link
+from training import behaviour, chat_setup, recipe as recipes, runs, service_link
 
 # torch, transformers, TRL and the judge's client are imported where used: `lima --help` and a
 # refused run should not wait seconds for them.
@@ -195,18 +197,24 @@ def run(args) -> str:
     recipe = recipes.load(args.preset, args.set, base=args.base, sft__max_steps=args.max_steps,
                           lima__lora__enabled=args.lora)
     base = resolve_base(recipe.base)
-    dataset = build_dataset(recipe, args.variant, args.lima, args.chains)
+    lima = lima_data.load(args.lima)
+    dataset = build_dataset(recipe, args.variant, lima, args.chains)
+    # what the new model and its base are measured on afterwards: rows this run does not train on
+    settings = recipe.lima.behaviour
+    references = behaviour.held_out(behaviour.reference_pool(lima), {e.id for e in dataset.examples},
+                                    settings.references, settings.seed)
     from training.progress import DatabaseProgress
 
     run_id, is_main = shared_run_id(args.variant)
     run_dir = home.runs_dir() / run_id
     db = connect()
+    work = lambda progress: _train(args, recipe, dataset, references, base, db, run_id, run_dir, progress)  # noqa: E731
     if not is_main:  # workers train; rank 0 keeps the record
-        return _train(args, recipe, dataset, base, db, run_id, run_dir, DatabaseProgress(db, run_id, writes=False))
+        return work(DatabaseProgress(db, run_id, writes=False))
     runs.start(db, run_id, variant=args.variant, preset=recipe.name, base=base, chains=dataset.chains,
                config=recipe.model_dump(), dataset_sha256=dataset.sha256, dataset_counts=dataset.counts,
                examples=len(dataset.examples), output_dir=str(run_dir))
-    return recorded(db, run_id, lambda progress: _train(args, recipe, dataset, base, db, run_id, run_dir, progress))
+    return recorded(db, run_id, work)
 
 
 def recorded(db, run_id: str, work) -> str:
@@ -258,7 +266,50 @@ def make_trainer(recipe, dataset, model, tokenizer, run_dir: Path, parameters: i
     return trainer
 
 
-def _train(args, recipe, dataset, base, db, run_id, run_dir, progress) -> str:
+def fit_recorder(db, run_id: str, writes: bool = True):
+    """Keeps what each fit of the EOT row did in the run record (rank 0 only)."""
+    return (lambda reports: runs.update(db, run_id, eot_fit=reports)) if writes else (lambda reports: None)
+
+
+def judge_for(args):
+    """The judge the flags name, else the environment's (``LIMA_JUDGE_URL``), else None."""
+    from evaluation.judge import Judge
+
+    url, model = getattr(args, "judge_url", None), getattr(args, "judge_model", None)
+    return Judge(url, model) if url and model else Judge.from_env()
+
+
+def measured(args, db, run_id: str, parent: tuple[str, str], model: tuple[str, str], the_plan, device: str,
+             dest: Path) -> str | None:
+    """Measure the new model beside its parent (``training/behaviour.py``); the warning the model is
+    registered with (None: not worse). A cancel during it removes ``dest`` and raises
+    ``behaviour.Cancelled``; a measurement that fails is said in the warning, the model still served."""
+    try:
+        worse = behaviour.measure_run(db, run_id, parent, model, the_plan, device, judge_for(args))
+    except behaviour.Cancelled:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    except Exception as exc:  # noqa: BLE001 - the trained model is kept; the reason is shown with it
+        log.exception("measuring the new model failed")
+        runs.update(db, run_id, activity=None)
+        return f"not measured beside {parent[0]}: {type(exc).__name__}: {exc}"
+    if worse:
+        warning = f"worse than {parent[0]}: " + "; ".join(worse)
+        print(f"warning: {warning}", flush=True)
+        return warning
+    return None
+
+
+def finish_run(args, db, run_id: str, name: str, dest: Path, warning: str | None, **fields) -> str:
+    """Register the new model (with its warning), hand it to the service, close the record; the summary."""
+    register(db, name, str(dest), kind="trained", run_id=run_id, warning=warning)
+    served = service_link.notify(args.service_url, name, dest) if args.service_url else \
+        "registered; `lima serve` will serve it at its next start"
+    runs.finish(db, run_id, "done", model_name=name, model_path=str(dest), warning=warning, **fields)
+    return f"{name} -> {dest}; {served}" + (f"\nwarning: {warning}" if warning else "")
+
+
+def _train(args, recipe, dataset, references, base, db, run_id, run_dir, progress) -> str:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -266,14 +317,17 @@ def _train(args, recipe, dataset, base, db, run_id, run_dir, progress) -> str:
     pause = args.pause_service if is_main else "never"
     with service_link.paused(args.service_url, pause, device == "cuda"):
         outcome = _fit_select_publish(args, recipe, dataset, base, db, run_id, run_dir, progress, device)
-    if outcome is None:  # cancelled or a worker rank: nothing to register
-        return f"run {run_id} " + ("cancelled" if is_main else "worker done")
-    name, dest, used, chosen, how = outcome
-    register(db, name, str(dest), kind="trained", run_id=run_id)
-    served = service_link.notify(args.service_url, name, dest) if args.service_url else \
-        "registered; `lima serve` will serve it at its next start"
-    runs.finish(db, run_id, "done", model_name=name, model_path=str(dest), selected_checkpoint=chosen, selection=how)
-    return f"run {run_id} done: {name} -> {dest} ({how}); {served}"
+        if outcome is None:  # cancelled or a worker rank: nothing to register
+            return f"run {run_id} " + ("cancelled" if is_main else "worker done")
+        name, dest, used, chosen, how = outcome
+        try:
+            warning = measured(args, db, run_id, ("base", base), (name, str(dest)),
+                               behaviour.plan(recipe, references), device, dest)
+        except behaviour.Cancelled:
+            runs.finish(db, run_id, "cancelled", error="cancelled while measuring the new model; nothing was registered")
+            return f"run {run_id} cancelled"
+    summary = finish_run(args, db, run_id, name, dest, warning, selected_checkpoint=chosen, selection=how)
+    return f"run {run_id} done ({how}): {summary}"
 
 
 def fit(trainer, db, run_id: str, run_dir: Path, progress) -> bool:
@@ -294,24 +348,30 @@ def _fit_select_publish(args, recipe, dataset, base, db, run_id, run_dir, progre
     """Steps 4 to 7 up to the published folder; None when cancelled or on a worker rank."""
     import torch
 
-    from evaluation.judge import Judge, JudgeUnavailable
+    from evaluation.judge import JudgeUnavailable
     from training import residual_dropout, selection
     from training.progress import CheckpointWindow
 
     model, tokenizer = load_base(base, device, recipe)
     parameters = sum(p.numel() for p in model.parameters())
-    eot_id = chat_setup.setup(model, tokenizer, recipe.lima.eot_token)
-    residual_dropout.attach(model, recipe.dropout_top(parameters))
-
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        model.to(device)  # the EOT fit's forward pass runs where training will
+    eot_id, refit = chat_setup.prepare(
+        model, tokenizer, recipe.lima, [e.as_openai() for e in dataset.examples], recipe.max_length,
+        bool(recipe.sft.get("bf16")) and bf16_ok(device), on_fit=fit_recorder(db, run_id, progress.writes),
+        cancelled=lambda: progress.cancelled)
     first, last = recipe.lima.checkpoints.epochs
     window = CheckpointWindow(first, last, progress)
+    # LoRA trains the EOT row through PEFT's own trainable tokens: no refit of the base row
+    callbacks = [progress, window] + ([refit] if refit is not None and not recipe.lima.lora.enabled else [])
+    residual_dropout.attach(model, recipe.dropout_top(parameters))
     bytes_per_param = 2 if next(model.parameters()).dtype == torch.bfloat16 else 4
     run_dir.mkdir(parents=True, exist_ok=True)
     lora = recipe.lima.lora.enabled
     check_disk(parameters, bytes_per_param, (last - first + 2) if not lora else 1,
                run_dir, home.models_dir())
 
-    trainer = make_trainer(recipe, dataset, model, tokenizer, run_dir, parameters, eot_id, [progress, window])
+    trainer = make_trainer(recipe, dataset, model, tokenizer, run_dir, parameters, eot_id, callbacks)
     used = len(trainer.train_dataset)
     if used == 0:
         raise TrainingError(f"no example has assistant tokens within {recipe.max_length} tokens")
@@ -324,7 +384,7 @@ def _fit_select_publish(args, recipe, dataset, base, db, run_id, run_dir, progre
 
     # 6. which weights to serve
     final_model = trainer.model.merge_and_unload() if lora else trainer.model
-    judge = Judge(args.judge_url, args.judge_model) if args.judge_url and args.judge_model else Judge.from_env()
+    judge = judge_for(args)
     candidates = [selection.Candidate(epoch, run_dir / f"checkpoint-{step}") for epoch, step in
                   sorted(window.saved.items())] if not lora else []
     chosen, how = None, "final weights (no checkpoint in the epoch window)"
@@ -346,7 +406,9 @@ def _fit_select_publish(args, recipe, dataset, base, db, run_id, run_dir, progre
     dest = home.models_dir() / f"{args.variant}-{run_id}"
     provenance = {"run_id": run_id, "variant": args.variant, "preset": recipe.name, "base": base,
                   "dataset_sha256": dataset.sha256, "dataset_counts": dataset.counts, "examples_trained": used,
+                  "example_ids": [e.id for e in dataset.examples],  # what later measurements must hold out
                   "recipe": recipe.model_dump(), "checkpoint": chosen.path.name if chosen else "final",
+                  "eot_fit": refit.reports if refit else None,
                   "selection": how}
     publish(chosen.path if chosen else None, final_model, tokenizer, dest, provenance)
     for checkpoint in run_dir.glob("checkpoint-*"):  # the chosen one was copied; free the disk

@@ -192,8 +192,9 @@ def build(client: ServiceClient) -> dict:
         # the paper's pair when both are served
         left = paper.ZERO_SHOT if paper.ZERO_SHOT in names else (names[0] if names else None)
         right = paper.DIALOGUE if paper.DIALOGUE in names else (names[-1] if names else None)
-        return (gr.update(choices=names, value=left), gr.update(choices=names, value=right),
-                gr.update(choices=names, value=right))
+        choices = pickers.labelled(names)
+        return (gr.update(choices=choices, value=left), gr.update(choices=choices, value=right),
+                gr.update(choices=choices, value=right))
 
     return {"load": (models, None, [left_model, right_model, replay_model]),
             "proof": (proof, None, [proof_box, proof_note, failed, proof_models])}

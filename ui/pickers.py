@@ -6,6 +6,9 @@ import gradio as gr
 
 from lima.service_client import ServiceClient, ServiceProblem
 from lima.store import chatlog, connect
+from lima.store.registry import warnings
+
+LABEL_WARNING = 90  # characters of a model's warning shown in its list entry
 
 
 def served_models(client: ServiceClient) -> list[str] | None:
@@ -17,13 +20,26 @@ def served_models(client: ServiceClient) -> list[str] | None:
         return None
 
 
+def labelled(names: list[str]) -> list[tuple[str, str]]:
+    """(label, name) for a dropdown: a model its run found clearly worse than its parent says so."""
+    worse = warnings(connect())
+
+    def label(name: str) -> str:
+        if name not in worse:
+            return name
+        text = worse[name]
+        return f"{name} ⚠ {text[:LABEL_WARNING] + '…' if len(text) > LABEL_WARNING else text}"
+
+    return [(label(n), n) for n in names]
+
+
 def model_choices(client: ServiceClient, current: str | None, preferred: str | None = None):
     """A dropdown update: the served models, keeping ``current`` (else ``preferred``, else the first)."""
     names = served_models(client)
     if names is None:
         return gr.update()
     value = next((n for n in (current, preferred) if n in names), names[0] if names else None)
-    return gr.update(choices=names, value=value)
+    return gr.update(choices=labelled(names), value=value)
 
 
 def saved_conversations(sources: tuple[str, ...] = ("chat", "experiment"), limit: int = 30):

@@ -6,12 +6,15 @@ and a sample row shown before the button is pressed and a reward-margin chart wh
 
 Everything about training goes through ``training.launcher``: the presets, what a run would
 learn, the process and its records. This tab polls the records once a second to draw a progress
-bar, step/epoch/ETA, the loss curve and the run history. A second start while a run is going is
+bar, step/epoch/ETA, the loss curve and the run history, with each run's model beside the one it
+came from (``training/behaviour.py``): two columns in the history, and for the run picked (the
+newest measured one by default) the figures and a chart; a warning where the new model is worse. A second start while a run is going is
 refused; a failed run shows its reason and chat keeps working.
 """
 
 from __future__ import annotations
 
+import html
 import os
 
 import gradio as gr
@@ -19,6 +22,7 @@ import pandas as pd
 
 from dialogues.preferences import STAGES, Filters
 from training import launcher
+from ui import pickers
 
 
 def progress_html(run: dict | None, speed: float | None = None) -> str:
@@ -32,6 +36,10 @@ def progress_html(run: dict | None, speed: float | None = None) -> str:
     loss = f" · loss {run['loss']:.3f}" if run["loss"] is not None else ""
     loss += f" · {speed:.0f} tokens/s" if speed else ""
     detail = run["error"] if run["status"] in ("failed", "cancelled") else (run["model_path"] or "")
+    if run["status"] == "running" and run.get("activity"):  # after the last step: measuring the new model
+        detail = run["activity"]
+    if run.get("warning"):
+        detail += f"<div class='run-warning'>⚠ {html.escape(run['warning'])}</div>"
     return (f"<div id='train-progress' data-status='{run['status']}' data-step='{step}' data-total='{total}'>"
             f"<progress value='{percent:.1f}' max='100' style='width:100%;height:1.2em'></progress>"
             f"<div><b>{run['status']}</b> · run {run['id']} · step {step}/{total or '?'}{epoch}{loss}{eta}</div>"
@@ -67,7 +75,13 @@ def build(service_url: str, api_key: str | None = None) -> dict:
                            elem_id="loss-chart")
         margin = gr.LinePlot(x="step", y="reward_margin", title="Reward margin (chosen over rejected)", height=260,
                              y_axis_format=".3f", visible=False, elem_id="margin-chart")
-    history = gr.Dataframe(label="Runs", interactive=False, wrap=True)
+    history = gr.Dataframe(label="Runs", interactive=False, wrap=True, elem_id="run-history")
+    with gr.Group():  # what the run's model does beside the model it came from (training/behaviour.py)
+        behaviour_run = gr.Dropdown(label="The run's model beside its parent", choices=[], elem_id="behaviour-run")
+        behaviour_table = gr.Markdown(elem_id="behaviour-table")
+        behaviour_chart = gr.Image(label="Parent and new model", type="filepath", interactive=False,
+                                   elem_id="behaviour-chart")
+    measured_runs = gr.State([])  # the runs with figures the dropdown offers, newest first
     timer = gr.Timer(1.0)
 
     def chosen(models, raters, openers, after) -> Filters:
@@ -80,11 +94,11 @@ def build(service_url: str, api_key: str | None = None) -> dict:
 
     def on_stage(st, v):
         sft = st == "sft"
-        models = launcher.starting_models()
+        models = pickers.labelled(launcher.starting_models())
         rated_models, raters = launcher.filter_choices()
         label = f"Retrain {v} variant" if sft else f"Learn from the {'ratings' if st == 'kto' else 'rewrites'} ({st.upper()})"
         return (gr.update(value=label), gr.update(visible=sft), gr.update(visible=sft),
-                gr.update(visible=not sft, choices=models, value=models[0] if models else None),
+                gr.update(visible=not sft, choices=models, value=models[0][1] if models else None),
                 gr.update(visible=not sft), gr.update(choices=rated_models), gr.update(choices=raters))
 
     stage.change(on_stage, [stage, variant], [start, variant, chains, start_from, filter_row, only_models, only_raters])
@@ -112,7 +126,28 @@ def build(service_url: str, api_key: str | None = None) -> dict:
 
     cancel.click(on_cancel, None, message)
 
-    def poll():
+    def show_behaviour(run_id):
+        if not run_id:
+            return "", None
+        return launcher.behaviour_view(run_id)
+
+    behaviour_run.change(show_behaviour, behaviour_run, [behaviour_table, behaviour_chart])
+
+    def figures_cells(measured: dict) -> dict:
+        """The history's behaviour columns: parent -> new."""
+        parent, model = (measured.get(r) for r in ("parent", "model"))
+        if not model:
+            return {"ends by itself": "", "median tokens": ""}
+        pf, mf = parent.figures if parent else None, model.figures
+
+        def pair(read, fmt):
+            values = [fmt(read(f)) if f and read(f) is not None else "n/a" for f in (pf, mf)]
+            return " → ".join(values)
+
+        return {"ends by itself": pair(lambda f: f.ended, "{:.0%}".format),
+                "median tokens": pair(lambda f: f.median_tokens, "{:.0f}".format)}
+
+    def poll(known):
         now = launcher.status()
         failure = trainer.startup_failure(now.latest)
         note = f"⚠ training did not start: {failure}" if failure else gr.update()
@@ -124,13 +159,19 @@ def build(service_url: str, api_key: str | None = None) -> dict:
                                "stage": r.get("stage") or "sft", "preset": r["preset"],
                                "examples": r["examples"], "step": f"{r['step'] or 0}/{r['max_steps'] or '?'}",
                                "loss": round(r["loss"], 3) if r["loss"] is not None else None,
+                               **figures_cells(now.behaviour.get(r["id"], {})),
+                               "warning": f"⚠ {r['warning']}" if r.get("warning") else "",
                                "result": r["error"] or r["model_path"] or ""} for r in now.recent])
+        measured = [r["id"] for r in now.recent if "model" in now.behaviour.get(r["id"], {})]
+        # a run that has just been measured is shown at once; otherwise the person's choice stays
+        runs_update = gr.update(choices=measured, value=measured[0]) if measured != known else gr.update()
         points = points[["step", "epoch", "loss", "learning_rate"]]
         if len(points):  # a little headroom: vega crowds the axis when the range is tiny
             low, high = float(points["loss"].min()), float(points["loss"].max())
             pad = max(0.05, (high - low) * 0.1)
             points = gr.update(value=points, y_lim=[round(low - pad, 2), round(high + pad, 2)])
-        return progress_html(now.latest, now.tokens_per_second), points, margin_update, table, note
+        return (progress_html(now.latest, now.tokens_per_second), points, margin_update, table, note, runs_update,
+                measured)
 
-    timer.tick(poll, None, [progress, loss, margin, history, message])
+    timer.tick(poll, measured_runs, [progress, loss, margin, history, message, behaviour_run, measured_runs])
     return {"load": (describe, inputs, [plan, previewed]), "trainer": trainer}

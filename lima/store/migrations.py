@@ -133,3 +133,31 @@ def m007_preference_runs(db: Database) -> None:
     db["runs"].add_column("from_model", str)       # the registered model a preference run starts from
     db["runs"].add_column("rating_ids", str)       # JSON: the ratings (and rewrites) it learnt from
     db["run_progress"].add_column("reward_margin", float)  # TRL's rewards/margins at that step
+
+
+@migrations()
+def m008_run_behaviour(db: Database) -> None:
+    # Every run measures its model's own behaviour beside the model it started from, on prompts it
+    # did not train on (training/behaviour.py): one row per (run, role), role 'parent' or 'model'.
+    # `measured_in` is the run that generated the replies: a parent measured before with the same
+    # settings (same folder, same prompts) is not measured again. `key` says what was measured.
+    db["run_behaviour"].create({
+        "id": int, "run_id": str, "role": str, "model": str, "path": str, "key": str, "measured_in": str,
+        "replies": int, "ended": float, "median_tokens": float, "p90_tokens": float, "loops": float,
+        "references": int, "p_end": float, "p_eot": float, "judge_mean": float, "judged": int,
+        "max_new_tokens": int, "seconds": float, "created": str,
+    }, pk="id", foreign_keys=[("run_id", "runs", "id")], not_null={"run_id", "role", "path", "key", "created"})
+    db["run_behaviour"].create_index(["run_id", "role"], unique=True)
+    db["run_behaviour"].create_index(["path", "key"])
+    # The replies behind a measurement, to read what the figures summarise.
+    db["behaviour_replies"].create({
+        "id": int, "behaviour_id": int, "source": str, "prompt_id": str, "turn": int, "prompt": str,
+        "text": str, "tokens": int, "ended": int, "loop": int, "judge_score": float,
+    }, pk="id", foreign_keys=[("behaviour_id", "run_behaviour", "id")], not_null={"behaviour_id", "text"})
+    db["behaviour_replies"].create_index(["behaviour_id"])
+    # A run whose model is clearly worse than its parent still registers it, with the reasons here
+    # and on the model's row, so every model list can show them.
+    db["runs"].add_column("warning", str)
+    db["models"].add_column("warning", str)
+    db["runs"].add_column("activity", str)
+    db["runs"].add_column("eot_fit", str)  # JSON: how the new EOT row was fitted (training/eot_fit.py)  # what a run does after its last step ("measuring ...")

@@ -11,9 +11,11 @@ from sqlite_utils import Database
 from lima.store.db import utcnow
 
 
-def register(db: Database, name: str, path: str, kind: str = "manual", run_id: str | None = None) -> None:
-    db["models"].upsert({"name": name, "path": path, "kind": kind, "run_id": run_id, "registered": utcnow()},
-                        pk="name")
+def register(db: Database, name: str, path: str, kind: str = "manual", run_id: str | None = None,
+             warning: str | None = None) -> None:
+    """Serve ``path`` as ``name``; ``warning`` says why the model is worse than the one it came from."""
+    db["models"].upsert({"name": name, "path": path, "kind": kind, "run_id": run_id, "registered": utcnow(),
+                         "warning": warning}, pk="name")
 
 
 def registered(db: Database) -> dict[str, str]:
@@ -21,3 +23,10 @@ def registered(db: Database) -> dict[str, str]:
     if not db["models"].exists():
         return {}
     return {row["name"]: row["path"] for row in db["models"].rows_where(order_by="registered")}
+
+
+def warnings(db: Database) -> dict[str, str]:
+    """name -> why it is worse than its parent, for the registered models that carry a warning."""
+    if not db["models"].exists():
+        return {}
+    return {row["name"]: row["warning"] for row in db["models"].rows_where("warning is not null")}

@@ -27,7 +27,10 @@ def write_lima(path: Path, singles: int = 6, multi: int = 2) -> Path:
 # Small numbers so a run takes seconds on the tiny model; every other value comes from cpu-demo.
 TINY = ["lima.lima_examples=6", "sft.max_length=128", "lima.batch_size=2", "lima.small_model_batch_size=2",
         "sft.num_train_epochs=2", "lima.checkpoints.epochs=[1, 2]", "lima.checkpoints.dev_prompts=2",
-        "lima.checkpoints.dev_max_new_tokens=8", "sft.bf16=false"]
+        "lima.checkpoints.dev_max_new_tokens=8", "sft.bf16=false",
+        # the run's model beside its parent: 2 dev prompts + 1 opener with 1 follow-up, 8 tokens each
+        "lima.behaviour.dev_prompts=2", "lima.behaviour.openers=1", "lima.behaviour.follow_ups=1",
+        "lima.behaviour.max_new_tokens=8", "lima.behaviour.references=2", "lima.eot_fit_tokens=2000"]
 
 
 def tiny_preset(base: Path) -> dict:
