@@ -39,6 +39,7 @@ COPY training ./training
 COPY dialogues ./dialogues
 COPY evaluation ./evaluation
 COPY ui ./ui
+COPY studio ./studio
 COPY bench ./bench
 RUN python3 -m venv /opt/lima \
     && /opt/lima/bin/pip install .

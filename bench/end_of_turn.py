@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from lima.children import lima_command  # noqa: E402
+
 
 def trained_answers_eot(model_path: str, preset: str, lima: str) -> tuple[float, float, int]:
     """(mean, median) P(EOT) right after every assistant turn the run trained on, and how many turns."""
@@ -35,11 +37,11 @@ def trained_answers_eot(model_path: str, preset: str, lima: str) -> tuple[float,
     import torch
 
     from dialogues import lima_data
-    from training import behaviour, recipe as recipes, train
+    from training import behaviour, recipe as recipes, sft
     from service.engines.transformers_engine import load_model
 
     recipe = recipes.load(preset)
-    dataset = train.build_dataset(recipe, "dialogue", lima_data.load(lima), "project")
+    dataset = sft.build_dataset(recipe, "dialogue", lima_data.load(lima), "project")
     model, tokenizer = load_model("trained", model_path, "cpu", torch.float32)
     ends = behaviour.end_probabilities(model, tokenizer, dataset.examples, recipe.max_length)
     eots = [e for _, e in ends]
@@ -61,14 +63,14 @@ def main() -> int:
     env = {**os.environ, "LIMA_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     os.environ["LIMA_HOME"] = str(home)
     from lima.store import behaviour as store, connect
-    from training import runs
+    from lima.store import runs
 
     # the embedded base is prepared first, so no run's time includes it (as under `lima up`)
-    subprocess.run([sys.executable, "-m", "lima.cli", "models", "prepare"], cwd=REPO, env=env, check=True,
+    subprocess.run([*lima_command(), "models", "prepare"], cwd=REPO, env=env, check=True,
                    stdout=subprocess.DEVNULL)
     results = []
     for init in args.inits:
-        cmd = [sys.executable, "-m", "lima.cli", "train", "--variant", "dialogue", "--preset", args.preset,
+        cmd = [*lima_command(), "train", "--variant", "dialogue", "--preset", args.preset,
                "--lima", args.lima, "--set", f"lima.eot_init={init}", *sum((["--set", s] for s in args.set), [])]
         if args.max_steps:
             cmd += ["--max-steps", str(args.max_steps)]
@@ -83,8 +85,8 @@ def main() -> int:
             continue
         db = connect()
         run = runs.history(db, 1)[0]
-        measured = store.for_run(db, run["id"])
-        mean, median, turns = trained_answers_eot(run["model_path"], args.preset, args.lima)
+        measured = store.for_run(db, run.id)
+        mean, median, turns = trained_answers_eot(run.model_path, args.preset, args.lima)
         results.append((init, seconds, run, measured, mean, median, turns))
 
     print(f"\nstate: {home}; preset {args.preset}" + (f", {args.max_steps} steps" if args.max_steps else ""))

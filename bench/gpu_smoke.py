@@ -47,7 +47,7 @@ def stand_in_lima(path: Path) -> Path:
 def train(base: str, lima: str, steps: int) -> tuple[Path, float, int, str]:
     """Train the dialogue variant for ``steps`` on the GPU; (model folder, tokens/s, parameters, run id)."""
     from lima.store import connect
-    from training import runs
+    from lima.store import runs
     from training.train import run
     from transformers import AutoConfig
 
@@ -58,11 +58,11 @@ def train(base: str, lima: str, steps: int) -> tuple[Path, float, int, str]:
     run(args)
     db = connect()
     record = runs.history(db, 1)[0]
-    if record["status"] != "done":
-        raise SystemExit(f"gpu_smoke: training {record['status']}: {record['error']}")
-    config = AutoConfig.from_pretrained(record["model_path"])
+    if record.status != "done":
+        raise SystemExit(f"gpu_smoke: training {record.status}: {record.error}")
+    config = AutoConfig.from_pretrained(record.model_path)
     parameters = _parameters(config)
-    return Path(record["model_path"]), runs.tokens_per_second(db, record["id"]) or 0.0, parameters, record["id"]
+    return Path(record.model_path), runs.tokens_per_second(db, record.id) or 0.0, parameters, record.id
 
 
 def _parameters(config) -> int:
@@ -103,24 +103,17 @@ async def serve_and_chat(model_dir: Path, prompts: list[str], max_tokens: int) -
 
 
 def chat_via_openai(model_dir: Path, port: int = 8765) -> str:
-    """One request through the product's service (vLLM engine) with the openai client, as the UI sends it."""
-    import signal
+    """One request through the product's service (vLLM engine) with the product's client, as the UI sends it."""
+    from lima import service_child
 
-    import openai
-
-    from ui.launch import start_service
-
-    process, base = start_service(port, ["--engine", "vllm", "--no-registry", "--vllm-gpu-fraction", "0.5",
-                                         "--vllm-max-model-len", "2048", "--model", f"lima-dialogue={model_dir}"],
-                                  api_key=None)
+    service = service_child.start(["--engine", "vllm", "--no-registry", "--vllm-gpu-fraction", "0.5",
+                                   "--vllm-max-model-len", "2048", "--model", f"lima-dialogue={model_dir}"], port,
+                                  until="loaded", timeout=900)
     try:
-        client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
-        reply = client.chat.completions.create(model="lima-dialogue", max_tokens=64,
-                                               messages=[{"role": "user", "content": "Say hello in French."}])
-        return reply.choices[0].message.content
+        return "".join(event.text for event in service.client.stream(
+            "lima-dialogue", [{"role": "user", "content": "Say hello in French."}], max_tokens=64))
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(60)
+        service.stop(60)
 
 
 def main() -> None:

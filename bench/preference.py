@@ -37,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tqdm import tqdm  # noqa: E402
+from lima.children import lima_command
 
 
 def repeats(text: str) -> bool:
@@ -53,13 +54,13 @@ def demo_log(model: str, folder: str, max_tokens: int) -> None:
     """Hold the openers with ``model``, rate every reply by the rule, rewrite two Fails (see above)."""
     from dialogues import project
     from evaluation import experiment
-    from lima import children, conversation as conv, paper
-    from lima.service_client import ServiceClient, ServiceProblem
+    from lima import conversation as conv, paper
+    from lima.service_client import ServiceProblem
     from lima.store import chatlog, connect
 
     db = connect()
-    service, url = experiment.serve({model: folder}, [], log_name="bench-preference-serve")
-    client = ServiceClient(url)
+    service = experiment.serve({model: folder}, [], log_name="bench-preference-serve")
+    client = service.client
     params = {k: v for k, v in paper.DECODING.items() if k != "max_tokens"} | {"max_tokens": max_tokens}
     fails = []
     try:
@@ -73,29 +74,29 @@ def demo_log(model: str, folder: str, max_tokens: int) -> None:
                 except ServiceProblem as problem:  # the context is full: the conversation ends there
                     tqdm.write(f"{opener.id}: {problem}")
                     break
-                turn = db["turns"].get(chat.turn_ids[-1])
+                turn = chatlog.turn(db, chat.turn_ids[-1])
                 fail = turn["finish_reason"] == "length" or repeats(turn["content"])
                 chatlog.rate(db, turn["id"], "Fail" if fail else "Pass", "bench-rule")
                 if fail:
                     fails.append(turn)
     finally:
-        children.stop(service)
+        service.stop()
     for turn in {t["id"]: t for t in (fails[:1] + fails[-1:])}.values():
         chatlog.rewrite(db, turn["id"], first_sentence(turn["content"]), "bench-rule")
 
 
 def timed_command(stage: str, start: str) -> tuple[float, dict]:
     from lima.store import connect
-    from training import runs
+    from lima.store import runs
 
     began = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "lima.cli", "train", "--variant", "dialogue", "--stage", stage,
+    result = subprocess.run([*lima_command(), "train", "--variant", "dialogue", "--stage", stage,
                              "--preset", "cpu-demo", "--from", start], capture_output=True, text=True)
     wall = time.perf_counter() - began
     if result.returncode != 0:
         raise SystemExit(f"lima train --stage {stage} failed:\n{result.stderr[-2000:]}")
     db = connect()
-    return wall, runs.get(db, runs.history(db, 1)[0]["id"])
+    return wall, runs.history(db, 1)[0]
 
 
 def measure(stage: str, recipe, data, model, tokenizer) -> dict:
@@ -125,7 +126,7 @@ def main() -> None:
     from dialogues import preferences
     from lima.store import connect
     from lima.store.registry import registered
-    from training import preference, recipe as recipes, train
+    from training import common, preference, recipe as recipes
 
     folder = registered(connect()).get(args.start)
     if folder is None:
@@ -142,11 +143,11 @@ def main() -> None:
         print(f"\n{stage.upper()} set: {data.summary().replace('**', '')}", flush=True)
         wall, record = timed_command(stage, args.start)
         print(f"lima train --stage {stage} --preset cpu-demo: {wall / 60:.1f} min wall time, "
-              f"{record['max_steps']} steps, run {record['id']}", flush=True)
+              f"{record.max_steps} steps, run {record.id}", flush=True)
         block = preference.trainer_block(stage, recipe, data)
         shared = {k: block[k] for k in ("max_length", "bf16", "seed", "desirable_weight", "undesirable_weight")
                   if k in block}
-        shared["bf16"] = shared.get("bf16", False) and train.bf16_ok("cpu")
+        shared["bf16"] = shared.get("bf16", False) and common.bf16_ok("cpu")
         defaults = recipe.model_copy(update={stage: shared})
         ours = recipe.model_copy(update={stage: {**block, "bf16": shared["bf16"]}})
         rows[stage] = (wall, [("cpu-demo", measure(stage, ours, data, model, tokenizer)),

@@ -51,7 +51,7 @@ from dialogues import project  # noqa: E402
 from lima import home  # noqa: E402
 from lima import embedded_model  # noqa: E402
 from service.engines import fidelity  # noqa: E402
-from ui.launch import start_service  # noqa: E402
+from lima import service_child  # noqa: E402
 
 PROMPTS = [
     "Explain how a bicycle's gears make climbing hills easier.",
@@ -213,14 +213,13 @@ def service_rows(folder: Path, args, tokenizer, chains, references) -> list[Row]
         row.perplexity = fidelity.perplexity(runner.logits, chains)
         del runner
         with tempfile.TemporaryDirectory() as logs:
-            process, base = start_service(args.port, ["--no-registry", "--model", f"base={folder}", *flags],
-                                          log=Path(logs) / "serve.log")
+            service = service_child.start(["--no-registry", "--model", f"base={folder}", *flags], args.port,
+                                          log=Path(logs) / "serve.log", until="loaded", timeout=600)
             try:
-                measure_server(row, base, httpx.get(base + "/health").json()["pid"], args, tokenizer, references)
-                measure_streams(row, base, args)
+                measure_server(row, service.url, service.process.pid, args, tokenizer, references)
+                measure_streams(row, service.url, args)
             finally:
-                process.terminate()
-                process.wait(30)
+                service.stop(30)
         rows.append(row)
         print(f"  measured {name}", flush=True)
     return rows

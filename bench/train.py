@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformers import TrainerCallback  # noqa: E402
+from lima.children import lima_command
 
 
 class Clock(TrainerCallback):
@@ -77,18 +78,18 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lima import embedded_model
-    from training import chat_setup, recipe as recipes, train
+    from training import chat_setup, common, recipe as recipes, sft
 
     recipe = recipes.load("cpu-demo")
     folder = embedded_model.prepare()
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     chat_setup.setup(model, tokenizer, recipe.lima.eot_token)
-    examples = train.build_dataset(recipe, "dialogue", None, "project").examples
+    examples = sft.build_dataset(recipe, "dialogue", None, "project").examples
     examples = examples[: args.examples + 8]  # room for the warm-up step of the batched setups
-    common = dict(learning_rate=recipe.sft["learning_rate"], max_length=recipe.max_length,
+    bf16 = common.bf16_ok("cpu")
+    shared = dict(learning_rate=recipe.sft["learning_rate"], max_length=recipe.max_length,
                   assistant_only_loss=True, eos_token=recipe.lima.eot_token)
-    bf16 = train.bf16_ok("cpu")
     micro = recipe.sft["per_device_train_batch_size"]
     setups = [
         ("cpu-demo preset (micro-batch 1, no padding)",
@@ -99,7 +100,7 @@ def main() -> None:
         ("TRL defaults + packing", dict(per_device_train_batch_size=8, bf16=bf16, packing=True),
          args.examples // 8 + 1),
     ]
-    results = [measure(name, model, tokenizer, examples, {**common, **kwargs}, steps) for name, kwargs, steps in setups]
+    results = [measure(name, model, tokenizer, examples, {**shared, **kwargs}, steps) for name, kwargs, steps in setups]
     baseline = results[0][1]
     print(f"\ncpu-demo dialogue examples, max length {recipe.max_length}, bf16 autocast {bf16}, "
           f"{os.cpu_count()} cores\n")
@@ -116,7 +117,7 @@ def main() -> None:
             (Path(home) / "models").mkdir()
             os.symlink(folder, Path(home) / "models" / folder.name)  # reuse the prepared model
             start = time.perf_counter()
-            result = subprocess.run([sys.executable, "-m", "lima.cli", "train", "--variant", "dialogue",
+            result = subprocess.run([*lima_command(), "train", "--variant", "dialogue",
                                      "--preset", "cpu-demo"], env=env, capture_output=True, text=True)
             wall = time.perf_counter() - start
         status = "done" if result.returncode == 0 else f"failed: {result.stderr.strip()[-300:]}"

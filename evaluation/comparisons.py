@@ -9,8 +9,8 @@ conversation to another model and links the two as a comparison (kind 'replay');
 preference run, a conversation with replies rated Fail is replayed on the model before and the
 model after (kind 'before-after').
 
-This module is the one place that writes the ``comparisons`` table. The Compare tab and
-``lima replay`` call it:
+The table itself is ``lima/store/comparisons.py``'s. The Compare tab and ``lima replay`` call this
+module:
 
     lima replay CONVERSATION_ID --model lima-dialogue [--service-url URL]
 """
@@ -22,12 +22,11 @@ import queue
 import random
 import sys
 import threading
-import uuid
 from dataclasses import dataclass, field
 
 from lima import conversation as conv
 from lima.service_client import ServiceClient, ServiceProblem
-from lima.store import chatlog, connect, utcnow
+from lima.store import chatlog, comparisons as comparisons_store, connect
 
 CHOICES = ("first better", "second better", "tie")
 
@@ -54,22 +53,12 @@ class Session:
         return f"{'A' if position == 0 else 'B'}: {self.models.get(side, side)}"
 
 
-def create(db, left_model: str, right_model: str, left_conversation: str, right_conversation: str,
-           opener_id: str | None = None, kind: str = "live", blind: bool = False, swapped: bool = False) -> str:
-    """Record a comparison linking two conversations; returns its id."""
-    comparison_id = uuid.uuid4().hex[:16]
-    db["comparisons"].insert({"id": comparison_id, "created": utcnow(), "opener_id": opener_id,
-                              "left_model": left_model, "right_model": right_model, "blind": int(blind),
-                              "swapped": int(swapped), "kind": kind, "left_conversation": left_conversation,
-                              "right_conversation": right_conversation})
-    return comparison_id
-
-
 def record_verdict(db, comparison_id: str, verdict: str, rater: str | None) -> None:
     """``verdict`` in model terms: 'left', 'right' or 'tie'."""
-    if verdict not in ("left", "right", "tie"):
-        raise ComparisonError(f"a verdict is 'left', 'right' or 'tie', got {verdict!r}")
-    db["comparisons"].update(comparison_id, {"verdict": verdict, "verdict_rater": rater, "verdict_time": utcnow()})
+    try:
+        comparisons_store.record_verdict(db, comparison_id, verdict, rater)
+    except ValueError as exc:
+        raise ComparisonError(str(exc)) from None
 
 
 def start(left_model: str, right_model: str, blind: bool, opener_id: str | None, rater: str | None) -> Session:
@@ -84,9 +73,10 @@ def start(left_model: str, right_model: str, blind: bool, opener_id: str | None,
         session.order = ("right", "left")
     for side, model in session.models.items():
         session.chats[side].conversation_id = chatlog.new_conversation(db, model, rater, opener_id, source="compare")
-    session.comparison_id = create(db, left_model, right_model, session.chats["left"].conversation_id,
-                                   session.chats["right"].conversation_id, opener_id, "live", blind,
-                                   session.order[0] == "right")
+    chats = session.chats
+    session.comparison_id = comparisons_store.create(db, left_model, right_model, chats["left"].conversation_id,
+                                                     chats["right"].conversation_id, opener_id, "live", blind,
+                                                     session.order[0] == "right")
     return session
 
 
@@ -137,8 +127,8 @@ def replay(client: ServiceClient, conversation_id: str, model: str, **params) ->
         raise ComparisonError(f"there is no conversation {conversation_id!r}")
     users = _user_turns(original)
     chat = _new_replay(db, original, model, users[0])
-    comparison_id = create(db, original["model"], model, conversation_id, chat.conversation_id,
-                           original["opener_id"], kind="replay")
+    comparison_id = comparisons_store.create(db, original["model"], model, conversation_id, chat.conversation_id,
+                                             original["opener_id"], kind="replay")
     for text in users:
         for _ in conv.send(client, chat, text, model, **params):
             pass
@@ -173,8 +163,9 @@ def before_after(client: ServiceClient, conversation_id: str, before: str, after
     users = _user_turns(original)
     session = Session(models={"left": before, "right": after})
     session.chats = {side: _new_replay(db, original, model, users[0]) for side, model in session.models.items()}
-    session.comparison_id = create(db, before, after, session.chats["left"].conversation_id,
-                                   session.chats["right"].conversation_id, original["opener_id"], kind="before-after")
+    session.comparison_id = comparisons_store.create(db, before, after, session.chats["left"].conversation_id,
+                                                     session.chats["right"].conversation_id, original["opener_id"],
+                                                     kind="before-after")
     for text in users:
         problems: dict[str, str] = {}
         for session, problems in send_both(client, session, text, rater, **params):
@@ -186,8 +177,8 @@ def before_after(client: ServiceClient, conversation_id: str, before: str, after
 def replay_session(client: ServiceClient, conversation_id: str, model: str, **params) -> Session:
     """Replay, then the comparison as a session to rate and judge (the original on the left)."""
     new_id, comparison_id = replay(client, conversation_id, model, **params)
-    row = connect()["comparisons"].get(comparison_id)
-    session = Session(comparison_id, {"left": row["left_model"], "right": model})
+    row = comparisons_store.get(connect(), comparison_id)
+    session = Session(comparison_id, {"left": row.left_model, "right": model})
     session.chats = {"left": conv.load(conversation_id), "right": conv.load(new_id)}
     return session
 

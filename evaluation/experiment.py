@@ -26,28 +26,22 @@ conversations and never asking the judge a question twice.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
-import time
-import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm import tqdm
 
 from dialogues import project
-from evaluation import comparisons, pairwise, report as reports
+from evaluation import pairwise, report as reports
 from evaluation.judge import RATING_SYSTEM, Judge, JudgeUnavailable, parse_label, rating_prompt
-from lima import children, conversation as conv, home, paper
-from lima.hosts import free_port
+from lima import children, conversation as conv, home, paper, service_child
 from lima.paper import DECODING, DIALOGUE, ZERO_SHOT
 from lima.service_client import ServiceClient, ServiceProblem
-from lima.store import chatlog, connect, utcnow
+from lima.store import chatlog, comparisons as comparison_store, connect, experiments, judgments, registry, utcnow
 from lima.store.registry import registered
 
 STAGES = ("train", "converse", "rate", "compare", "report")
@@ -62,44 +56,15 @@ class ExperimentError(RuntimeError):
 
 # -- the record ----------------------------------------------------------------------------------
 
-def start_or_resume(db, base: str, preset: str, judge_url: str | None, judge_model: str | None,
-                    max_tokens: int | None = None) -> tuple[dict, bool]:
-    """The unfinished experiment with these settings (resumed), else a new one."""
-    where = ("status != 'done' and base = ? and preset = ? and coalesce(judge_url, '') = ? "
-             "and coalesce(judge_model, '') = ? and coalesce(max_tokens, 0) = ?")
-    found = next(db["experiments"].rows_where(where, [base, preset, judge_url or "", judge_model or "",
-                                                      max_tokens or 0], order_by="created desc", limit=1), None)
-    if found:
-        update(db, found["id"], status="running", error=None)
-        return db["experiments"].get(found["id"]), True
-    experiment_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    now = utcnow()
-    db["experiments"].insert({"id": experiment_id, "created": now, "updated": now, "status": "running",
-                              "stage": STAGES[0], "base": base, "preset": preset, "judge_url": judge_url,
-                              "judge_model": judge_model, "max_tokens": max_tokens, "models": "{}"})
-    return db["experiments"].get(experiment_id), False
-
-
-def update(db, experiment_id: str, **fields) -> None:
-    db["experiments"].update(experiment_id, {**fields, "updated": utcnow()})
-
-
-def latest(db) -> dict | None:
-    if not db["experiments"].exists():
-        return None
-    return next(db["experiments"].rows_where(order_by="created desc", limit=1), None)
-
-
-def items(db, experiment_id: str) -> list[dict]:
-    return list(db["experiment_conversations"].rows_where("experiment_id = ?", [experiment_id],
-                                                          order_by="opener_id, model"))
+def latest(db) -> experiments.Experiment | None:
+    return experiments.latest(db)
 
 
 # -- 1. train ------------------------------------------------------------------------------------
 
-def train(db, experiment: dict, preset: str, base: str, reuse: bool) -> dict[str, str]:
+def train(db, experiment: experiments.Experiment, preset: str, base: str, reuse: bool) -> dict[str, str]:
     """{variant: model folder}, training what this experiment has not got yet."""
-    models = json.loads(experiment["models"] or "{}")
+    models = dict(experiment.models)
     with tqdm(total=len(paper.VARIANTS), desc="1/5 train", unit="variant") as bar:
         for variant in paper.VARIANTS:
             name = paper.model_name(variant)
@@ -108,13 +73,13 @@ def train(db, experiment: dict, preset: str, base: str, reuse: bool) -> dict[str
             if variant not in models:
                 bar.set_postfix_str(f"training {name} ({preset})")
                 models[variant] = _train_one(db, variant, preset, base)
-            update(db, experiment["id"], models=json.dumps(models))
+            experiments.update(db, experiment.id, models=models)
             bar.update(1)
     return models
 
 
 def _train_one(db, variant: str, preset: str, base: str) -> str:
-    cmd = [sys.executable, "-m", "lima.cli", "train", "--variant", variant, "--preset", preset]
+    cmd = [*children.lima_command(), "train", "--variant", variant, "--preset", preset]
     if base != "embedded":
         cmd += ["--base", base]
     started = utcnow()
@@ -124,41 +89,27 @@ def _train_one(db, variant: str, preset: str, base: str) -> str:
     finally:
         children.stop(process)
     # A run that finished registered its model under the variant's name (after `started`).
-    row = db["models"].get(paper.model_name(variant)) if code == 0 else None
-    if row is None or row["registered"] < started:
+    row = registry.get(db, paper.model_name(variant)) if code == 0 else None
+    if row is None or row.registered < started:
         raise ExperimentError(f"training the {variant} variant failed (`lima train` exited with code {code}; "
                               "its message is above, and `lima runs list` has the run)")
-    return row["path"]
+    return row.path
 
 
 # -- 2. converse ---------------------------------------------------------------------------------
 
 def serve(named: dict[str, str], serve_args: list[str], timeout: float = 900,
-          log_name: str = "experiment-serve") -> tuple[subprocess.Popen, str]:
+          log_name: str = "experiment-serve") -> service_child.ServiceChild:
     """A `lima serve` of its own (never the registry's), serving ``named`` (name -> folder) beside
-    the embedded base; waits until every model is loaded. Returns the process and its URL."""
-    port = free_port()
+    the embedded base, without a key (it listens on loopback only); returned once every model is
+    loaded."""
     specs = [arg for name, path in named.items() for arg in ("--model", f"{name}={path}")]
-    cmd = [sys.executable, "-m", "lima.cli", "serve", "--port", str(port), "--no-registry", *specs, *serve_args]
-    log = home.home() / "logs" / f"{log_name}-{port}.log"
+    log = home.home() / "logs" / f"{log_name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "LIMA_API_KEY"}
-    with open(log, "wb") as out:
-        process = children.spawn(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    client = ServiceClient(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ExperimentError(f"the service exited with code {process.returncode}; see {log}")
-        try:
-            health = client.health()
-            if health.get("status") == "ok" and health.get("pid") == process.pid:
-                return process, client.base_url
-        except ServiceProblem:
-            pass
-        time.sleep(0.5)
-    children.stop(process)
-    raise ExperimentError(f"the service did not load its models within {timeout:.0f} s; see {log}")
+    try:
+        return service_child.start(["--no-registry", *specs, *serve_args], log=log, until="loaded", timeout=timeout)
+    except service_child.ServiceStartError as exc:
+        raise ExperimentError(str(exc)) from None
 
 
 def converse(db, experiment_id: str, client: ServiceClient, max_tokens: int | None) -> None:
@@ -166,7 +117,7 @@ def converse(db, experiment_id: str, client: ServiceClient, max_tokens: int | No
     cores two streams give about 1.8 times the tokens of one); a finished conversation is never
     held again."""
     openers = project.openers()
-    done = {(i["opener_id"], i["model"]) for i in items(db, experiment_id) if i["ended"]}
+    done = {(i.opener_id, i.model) for i in experiments.held(db, experiment_id) if i.ended}
     todo = [(o, m) for o in openers for m in (ZERO_SHOT, DIALOGUE) if (o.id, m) not in done]
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="converse")
     try:
@@ -174,22 +125,19 @@ def converse(db, experiment_id: str, client: ServiceClient, max_tokens: int | No
             held = {pool.submit(_hold, client, o, m, max_tokens): (o, m) for o, m in todo}
             for future in as_completed(held):
                 opener, model = held[future]
-                db["experiment_conversations"].upsert(
-                    {"experiment_id": experiment_id, "opener_id": opener.id, "model": model,
-                     "conversation_id": future.result(), "ended": utcnow()}, pk=("experiment_id", "opener_id", "model"))
+                experiments.record_held(db, experiment_id, opener.id, model, future.result())
                 bar.set_postfix_str(f"{opener.id} with {model} done")
                 bar.update(1)
     finally:
         # on a failure or a stop, start nothing new; replies in flight end when the service stops
         pool.shutdown(wait=False, cancel_futures=True)
     for opener in openers:  # the pair, for the judge's side-by-side verdict and the Compare tab
-        pair = {i["model"]: i for i in items(db, experiment_id) if i["opener_id"] == opener.id}
-        if len(pair) == 2 and not pair[ZERO_SHOT]["comparison_id"]:
-            comparison_id = comparisons.create(db, ZERO_SHOT, DIALOGUE, pair[ZERO_SHOT]["conversation_id"],
-                                               pair[DIALOGUE]["conversation_id"], opener.id, kind="experiment")
+        pair = {i.model: i for i in experiments.held(db, experiment_id) if i.opener_id == opener.id}
+        if len(pair) == 2 and not pair[ZERO_SHOT].comparison_id:
+            comparison_id = comparison_store.create(db, ZERO_SHOT, DIALOGUE, pair[ZERO_SHOT].conversation_id,
+                                               pair[DIALOGUE].conversation_id, opener.id, kind="experiment")
             for model in (ZERO_SHOT, DIALOGUE):
-                db["experiment_conversations"].update((experiment_id, opener.id, model),
-                                                      {"comparison_id": comparison_id})
+                experiments.link_comparison(db, experiment_id, opener.id, model, comparison_id)
 
 
 def _hold(client: ServiceClient, opener, model: str, max_tokens: int | None) -> str:
@@ -214,7 +162,7 @@ def _hold(client: ServiceClient, opener, model: str, max_tokens: int | None) -> 
 
 def rate(db, experiment_id: str, runner: pairwise.Runner) -> int:
     """The judge's label for every assistant turn; returns how many answers had none (unparsed)."""
-    turns = [(i, chatlog.turns(db, i["conversation_id"])) for i in items(db, experiment_id)]
+    turns = [(i, chatlog.turns(db, i.conversation_id)) for i in experiments.held(db, experiment_id)]
     total = sum(1 for _, ts in turns for t in ts if t["role"] == "assistant")
     unparsed = 0
     with tqdm(total=total, desc="3/5 rate", unit="turn") as bar:
@@ -237,12 +185,12 @@ def rate(db, experiment_id: str, runner: pairwise.Runner) -> int:
 
 
 def compare(db, experiment_id: str, runner: pairwise.Runner) -> None:
-    ids = sorted({i["comparison_id"] for i in items(db, experiment_id) if i["comparison_id"]})
+    ids = sorted({i.comparison_id for i in experiments.held(db, experiment_id) if i.comparison_id})
     for comparison_id in tqdm(ids, desc="4/5 compare", unit="pair"):
-        row = db["comparisons"].get(comparison_id)
+        row = comparison_store.get(db, comparison_id)
         runner.pair("pairwise-conversation", pairwise.CONVERSATION_TEMPLATE, comparison_id, 0,
-                    pairwise.transcript(chatlog.turns(db, row["left_conversation"])),
-                    pairwise.transcript(chatlog.turns(db, row["right_conversation"])))
+                    pairwise.transcript(chatlog.turns(db, row.left_conversation)),
+                    pairwise.transcript(chatlog.turns(db, row.right_conversation)))
 
 
 # -- 5. report -----------------------------------------------------------------------------------
@@ -251,49 +199,45 @@ def compare(db, experiment_id: str, runner: pairwise.Runner) -> None:
 class Snapshot:
     """The experiment as it stands: its record, the judge's and people's tables, the agreement."""
 
-    experiment: dict
+    experiment: experiments.Experiment
     judged: reports.Report
     people: reports.Report
     progress: dict = field(default_factory=dict)
     agreement: dict = field(default_factory=dict)
 
 
-def snapshot(db, experiment: dict) -> Snapshot:
+def snapshot(db, experiment: experiments.Experiment) -> Snapshot:
     """Built from the log at any moment (the Report tab draws it while the experiment runs)."""
-    held = items(db, experiment["id"])
-    conversations = [c for c in (chatlog.conversation(db, i["conversation_id"]) for i in held) if c]
-    judge_model = experiment["judge_model"] or "base"
+    held = experiments.held(db, experiment.id)
+    conversations = [c for c in (chatlog.conversation(db, i.conversation_id) for i in held) if c]
+    judge_model = experiment.judge_model or "base"
     by_judge = chatlog.judge_ratings(db, judge_model)
     judged_conversations = [{**c, "turns": [{**t, "rating": by_judge.get(t["id"])} for t in c["turns"]]}
                             for c in conversations]
-    judgments = list(db["judgments"].rows_where("judge_model = ? and protocol = 'paper-rating'", [judge_model])) \
-        if db["judgments"].exists() else []
     turn_ids = {t["id"] for c in conversations for t in c["turns"] if t["role"] == "assistant"}
-    asked = [j for j in judgments if j["turn_id"] in turn_ids]
-    unparsed = sum(1 for j in asked if j["result"] == "None")
+    asked = [j for j in judgments.of_protocol(db, "paper-rating", judge_model) if j.turn_id in turn_ids]
+    unparsed = sum(1 for j in asked if j.result == "None")
     verdicts = _judge_verdicts(db, held, judge_model)
-    people_verdicts = reports.Verdicts(ZERO_SHOT, DIALOGUE)
-    for comparison_id in {i["comparison_id"] for i in held if i["comparison_id"]}:
-        verdict = db["comparisons"].get(comparison_id)["verdict"]
-        if verdict:
-            setattr(people_verdicts, verdict, getattr(people_verdicts, verdict) + 1)
-    scope = f"experiment {experiment['id']}: the 10 evaluation openers with their follow-ups, each model"
-    cap = experiment.get("max_tokens")
-    notes = [f"Base {experiment['base']}, preset {experiment['preset']}; the paper's decoding"
+    pairs = sorted({i.comparison_id for i in held if i.comparison_id})
+    people_verdicts = reports.count_verdicts([comparison_store.get(db, c) for c in pairs]) or \
+        [reports.Verdicts(ZERO_SHOT, DIALOGUE)]
+    scope = f"experiment {experiment.id}: the 10 evaluation openers with their follow-ups, each model"
+    cap = experiment.max_tokens
+    notes = [f"Base {experiment.base}, preset {experiment.preset}; the paper's decoding"
              + (f", replies capped at {cap} new tokens" if cap else "") + f"; judge {judge_model}"
-             + (f" at {experiment['judge_url']}" if experiment["judge_url"] else " on the experiment's own service")
+             + (f" at {experiment.judge_url}" if experiment.judge_url else " on the experiment's own service")
              + f"; {unparsed} judge answers unparsed (not counted)."]
-    if not experiment["judge_url"]:
+    if not experiment.judge_url:
         notes.insert(0, DEMONSTRATION.format(judge=judge_model))
     judged = reports.Report(reports.tally(judged_conversations), [verdicts] if verdicts.total else [],
                             title=f"Section 6, rated by the judge `judge:{judge_model}`", scope=scope, notes=notes,
                             when_empty="No turn rated by the judge yet.")
-    people = reports.Report(reports.tally(conversations), [people_verdicts] if people_verdicts.total else [],
+    people = reports.Report(reports.tally(conversations), [v for v in people_verdicts if v.total],
                             title="Section 6, rated by people (the same conversations)", scope=scope)
     both = [(by_judge[t["id"]], t["rating"]) for c in conversations for t in c["turns"]
             if t["role"] == "assistant" and t["rating"] and t["id"] in by_judge]
     agreement = {"turns": len(both), "same": sum(1 for j, p in both if j == p)}
-    progress = {"stage": experiment["stage"], "status": experiment["status"], "conversations": len(held),
+    progress = {"stage": experiment.stage, "status": experiment.status, "conversations": len(held),
                 "of": 2 * len(project.openers()), "turns": len(turn_ids), "rated": len(asked), "unparsed": unparsed,
                 "pairs": verdicts.total + verdicts.unparsed}
     return Snapshot(experiment, judged, people, progress, agreement)
@@ -304,17 +248,17 @@ class _Verdicts(reports.Verdicts):
     unparsed: int = 0
 
 
-def _judge_verdicts(db, held: list[dict], judge_model: str) -> _Verdicts:
+def _judge_verdicts(db, held: list[experiments.Held], judge_model: str) -> _Verdicts:
     tally = _Verdicts(ZERO_SHOT, DIALOGUE)
-    if not db["judgments"].exists():
-        return tally
-    for comparison_id in sorted({i["comparison_id"] for i in held if i["comparison_id"]}):
-        orders = {j["order"]: j["result"] for j in db["judgments"].rows_where(
-            "protocol = 'pairwise-conversation' and comparison_id = ? and judge_model = ?",
-            [comparison_id, judge_model])}
+    for comparison_id in sorted({i.comparison_id for i in held if i.comparison_id}):
+        orders = {j.order: j.result for j in judgments.of_protocol(db, "pairwise-conversation", judge_model,
+                                                                   comparison_id)}
         if len(orders) == 2:
             verdict = pairwise.combine(orders["left-first"], orders["right-first"])
-            setattr(tally, verdict, getattr(tally, verdict) + 1)
+            if verdict == "unparsed":
+                tally.unparsed += 1
+            else:
+                tally.add(verdict)
     return tally
 
 
@@ -345,43 +289,44 @@ def write(shot: Snapshot, out: Path) -> Path:
 
 def run(args) -> Snapshot:
     db = connect()
-    experiment, resumed = start_or_resume(db, args.base, args.preset, args.judge_url, args.judge_model,
-                                          args.max_tokens)
-    print(f"{'resuming' if resumed else 'starting'} experiment {experiment['id']}", flush=True)
+    experiment, resumed = experiments.start_or_resume(db, STAGES[0], args.base, args.preset, args.judge_url,
+                                                      args.judge_model, args.max_tokens)
+    print(f"{'resuming' if resumed else 'starting'} experiment {experiment.id}", flush=True)
     service = None
     try:
-        update(db, experiment["id"], stage="train")
+        experiments.update(db, experiment.id, stage="train")
         models = train(db, experiment, args.preset, args.base, args.reuse)
-        update(db, experiment["id"], stage="converse")
+        experiments.update(db, experiment.id, stage="converse")
         served = {paper.ZERO_SHOT: models["zero-shot"], paper.DIALOGUE: models["dialogue"]}
-        service, url = serve(served | ({"base": args.base} if args.base != "embedded" else {}), args.serve_args)
-        converse(db, experiment["id"], ServiceClient(url), args.max_tokens)
+        service = serve(served | ({"base": args.base} if args.base != "embedded" else {}), args.serve_args)
+        url = service.url
+        converse(db, experiment.id, service.client, args.max_tokens)
         # the first line is all that is read; 64 tokens leave room for the sentence of reason
         judge = Judge(args.judge_url or url + "/v1", args.judge_model or "base", args.judge_api_key or "EMPTY",
                       max_tokens=64, guided=args.judge_guided or not args.judge_url)
         runner = pairwise.Runner(db, judge)
-        update(db, experiment["id"], stage="rate")
-        rate(db, experiment["id"], runner)
-        update(db, experiment["id"], stage="compare")
-        compare(db, experiment["id"], runner)
-        update(db, experiment["id"], stage="report")
-        out = Path(args.out) if args.out else home.home() / "experiments" / experiment["id"]
-        shot = snapshot(db, db["experiments"].get(experiment["id"]))
+        experiments.update(db, experiment.id, stage="rate")
+        rate(db, experiment.id, runner)
+        experiments.update(db, experiment.id, stage="compare")
+        compare(db, experiment.id, runner)
+        experiments.update(db, experiment.id, stage="report")
+        out = Path(args.out) if args.out else home.home() / "experiments" / experiment.id
+        shot = snapshot(db, experiments.get(db, experiment.id))
         path = write(shot, out)
-        update(db, experiment["id"], status="done", out_dir=str(out),
-               summary=json.dumps({**shot.progress, "asked": runner.asked, "reused": runner.reused}))
-        shot.experiment = db["experiments"].get(experiment["id"])
+        experiments.update(db, experiment.id, status="done", out_dir=str(out),
+               summary={**shot.progress, "asked": runner.asked, "reused": runner.reused})
+        shot.experiment = experiments.get(db, experiment.id)
         print(markdown(shot))
         print(f"asked the judge {runner.asked} questions, reused {runner.reused} stored answers; written: {path}")
         return shot
     except BaseException as exc:
         stopped = isinstance(exc, (KeyboardInterrupt, SystemExit))  # Ctrl+C, SIGTERM, SIGHUP
-        update(db, experiment["id"], status="interrupted" if stopped else "failed",
+        experiments.update(db, experiment.id, status="interrupted" if stopped else "failed",
                error="stopped before the end; run the same command to resume" if stopped else str(exc))
         raise
     finally:
         if service is not None:
-            children.stop(service)
+            service.stop()
 
 
 def main(args) -> int:

@@ -19,7 +19,7 @@ import sys
 from evaluation.judge import (HELPFULNESS_SYSTEM, HELPFULNESS_TEMPLATE, Judge, JudgeUnavailable, QuestionRefused,
                               parse_score)
 from evaluation.stats import tie_discounted_accuracy
-from lima.store import chatlog, connect, utcnow
+from lima.store import chatlog, comparisons, connect, judgments
 
 PAIRWISE_SYSTEM = ("You compare two AI assistant responses to the same user request and say which is more "
                    "helpful: correct, complete, clear and suited to the request. You are not swayed by order or length.")
@@ -89,10 +89,10 @@ class Runner:
             **where) -> str:
         """The judge's raw answer, stored with ``parse(raw)`` as its result; asked only once ever."""
         key = self.key(protocol, system, prompt, choices)
-        row = next(self.db["judgments"].rows_where("key = ?", [key]), None)
-        if row is not None:
+        found = judgments.get(self.db, key)
+        if found is not None:
             self.reused += 1
-            return row["raw"]
+            return found.raw
         try:
             raw = self.judge.ask(system, prompt, self.client, choices)
         except QuestionRefused as exc:  # stored as the answer: it parses as nothing, so counts as unparsed
@@ -100,9 +100,8 @@ class Runner:
         self.asked += 1
         if parse is None:
             parse = (lambda r: str(parse_score(r))) if protocol == "helpfulness" else parse_choice
-        self.db["judgments"].insert({"key": key, "protocol": protocol, "judge_model": self.judge.model,
-                                     "judge_url": self.judge.base_url, "result": str(parse(raw)), "raw": raw,
-                                     "created": utcnow(), **where})
+        judgments.add(self.db, judgments.Judgment(key, protocol, self.judge.model, str(parse(raw)), raw,
+                                                  self.judge.base_url, **where))
         return raw
 
     def pair(self, protocol: str, template: str, comparison: str, position: int, a: str, b: str, **fields) -> str:
@@ -114,10 +113,10 @@ class Runner:
                                             order="right-first"))
         return combine(left_first, right_first)
 
-    def comparison(self, row: dict) -> dict:
-        left = chatlog.turns(self.db, row["left_conversation"])
-        right = chatlog.turns(self.db, row["right_conversation"])
-        result = {"conversation": self.pair("pairwise-conversation", CONVERSATION_TEMPLATE, row["id"], 0,
+    def comparison(self, row: comparisons.Comparison) -> dict:
+        left = chatlog.turns(self.db, row.left_conversation)
+        right = chatlog.turns(self.db, row.right_conversation)
+        result = {"conversation": self.pair("pairwise-conversation", CONVERSATION_TEMPLATE, row.id, 0,
                                             transcript(left), transcript(right)), "turns": []}
         left_replies = [t for t in left if t["role"] == "assistant"]
         right_replies = [t for t in right if t["role"] == "assistant"]
@@ -125,7 +124,7 @@ class Runner:
         # Sides with different turn counts (a failed reply, an early stop) are judged on the turns both have.
         for k, (l, r) in enumerate(zip(left_replies, right_replies), start=1):
             context = "" if k == 1 else "(Earlier turns differ between the two assistants and are not shown.)\n\n"
-            result["turns"].append(self.pair("pairwise-turn", PAIRWISE_TEMPLATE, row["id"], k,
+            result["turns"].append(self.pair("pairwise-turn", PAIRWISE_TEMPLATE, row.id, k,
                                              l["rewrite"] or l["content"], r["rewrite"] or r["content"],
                                              prompt=users[k - 1]["content"], context=context))
         result["mismatched"] = len(left_replies) != len(right_replies)
@@ -144,19 +143,20 @@ class Runner:
 
 def agreement(db) -> dict | None:
     """Tie-discounted agreement between the judge's pairwise answers and the raters, if any."""
-    if not db["judgments"].exists() or not db["judgments"].count_where("protocol like 'pairwise%'"):
+    asked = judgments.of_protocol(db, "pairwise")
+    if not asked:
         return None
     answers: dict[tuple[str, int], dict[str, str]] = {}
     judge_model = None
-    for row in db["judgments"].rows_where("protocol like 'pairwise%'"):
-        answers.setdefault((row["comparison_id"], row["position"]), {})[row["order"]] = row["result"]
-        judge_model = row["judge_model"]
+    for judgment in asked:
+        answers.setdefault((judgment.comparison_id, judgment.position), {})[judgment.order] = judgment.result
+        judge_model = judgment.judge_model
     conversation_pairs, turn_pairs, unparsed = [], [], 0
-    for row in db["comparisons"].rows_where():
-        left = [t for t in chatlog.turns(db, row["left_conversation"]) if t["role"] == "assistant"]
-        right = [t for t in chatlog.turns(db, row["right_conversation"]) if t["role"] == "assistant"]
+    for row in comparisons.every(db):
+        left = [t for t in chatlog.turns(db, row.left_conversation) if t["role"] == "assistant"]
+        right = [t for t in chatlog.turns(db, row.right_conversation) if t["role"] == "assistant"]
         for position in range(0, min(len(left), len(right)) + 1):
-            orders = answers.get((row["id"], position))
+            orders = answers.get((row.id, position))
             if not orders or len(orders) < 2:
                 continue
             verdict = combine(orders["left-first"], orders["right-first"])
@@ -164,8 +164,8 @@ def agreement(db) -> dict | None:
                 unparsed += 1
                 continue
             if position == 0:
-                if row["verdict"]:
-                    conversation_pairs.append((row["verdict"], verdict))
+                if row.verdict:
+                    conversation_pairs.append((row.verdict, verdict))
                 continue
             l, r = left[position - 1]["rating"], right[position - 1]["rating"]
             if l and r:
@@ -181,7 +181,7 @@ def run(judge: Judge, pairwise: bool = True, helpfulness: bool = True, db=None) 
     runner = Runner(db, judge)
     results = []
     if pairwise:
-        for row in db["comparisons"].rows_where(order_by="created"):
+        for row in comparisons.every(db):
             results.append(runner.comparison(row))
     if helpfulness:
         for conversation in chatlog.all_conversations(db):

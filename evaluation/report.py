@@ -20,7 +20,7 @@ from pathlib import Path
 from evaluation.stats import wilson
 from lima import home
 from lima.paper import DIALOGUE, SECTION_6 as PAPER, SECTION_6_VERDICT as PAPER_VERDICT, ZERO_SHOT
-from lima.store import chatlog, connect
+from lima.store import chatlog, comparisons, connect
 
 COLORS = {"Fail": "#d9534f", "Pass": "#f0ad4e", "Excellent": "#5cb85c"}
 
@@ -58,6 +58,10 @@ class Verdicts:
     @property
     def total(self) -> int:
         return self.left + self.right + self.tie
+
+    def add(self, verdict: str) -> None:
+        """Count one verdict, 'left', 'right' or 'tie' (in terms of this pair's models)."""
+        setattr(self, verdict, getattr(self, verdict) + 1)
 
     def sentence(self) -> str:
         """From the right model's side, as the paper words it for the dialogue model."""
@@ -110,18 +114,24 @@ def tally(conversations: list[dict]) -> list[ModelStats]:
     return [ModelStats(m, dict(counts[m]), len(fails.get(m, [])), fails.get(m, [])) for m in order]
 
 
+def count_verdicts(rows: list[comparisons.Comparison]) -> list[Verdicts]:
+    """The people's whole-conversation verdicts, one ``Verdicts`` per pair of models, in the order
+    the pairs first appear: the one place verdicts are counted."""
+    tallies: dict[tuple[str, str], Verdicts] = {}
+    for row in rows:
+        if row.verdict:
+            tallies.setdefault((row.left_model, row.right_model), Verdicts(row.left_model, row.right_model)).add(
+                row.verdict)
+    return list(tallies.values())
+
+
 def build(db=None, openers_only: bool = False) -> Report:
     db = db or connect()
     models = tally(chatlog.all_conversations(db, openers_only))
-    tallies: dict[tuple[str, str], Verdicts] = {}
-    if db["comparisons"].exists():
-        for row in db["comparisons"].rows_where("verdict is not null", order_by="created"):
-            pair = tallies.setdefault((row["left_model"], row["right_model"]),
-                                      Verdicts(row["left_model"], row["right_model"]))
-            setattr(pair, row["verdict"], getattr(pair, row["verdict"]) + 1)
     from evaluation import pairwise  # the judge's agreement with the raters, when a judge has run
 
-    return Report(models, list(tallies.values()), pairwise.agreement(db), openers_only)
+    return Report(models, count_verdicts(comparisons.every(db, with_verdict=True)), pairwise.agreement(db),
+                  openers_only)
 
 
 def _cell(stats: ModelStats, label: str) -> str:

@@ -1,1 +1,1 @@
-"""LIMA Studio core: the `lima` command, the state directory, the chat format and the SQLite store."""
+"""LIMA Studio's ground floor: the state directory, the chat format, the client to the service, the SQLite store."""

@@ -16,12 +16,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
 PARENT_ENV = "LIMA_PARENT_PID"
+CLI = "studio.cli"  # the `lima` command's module, run as `python -m`
 _children: list[subprocess.Popen] = []
 _lock = threading.Lock()
+
+
+def lima_command(*args: str) -> list[str]:
+    """The command line of ``lima ARGS...`` with this interpreter (the environment's own `lima`)."""
+    return [sys.executable, "-m", CLI, *args]
 
 
 def spawn(cmd: list[str], env: dict[str, str] | None = None, **popen) -> subprocess.Popen:

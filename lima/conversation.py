@@ -3,7 +3,7 @@
 Kept free of Gradio so it is tested directly: ``send`` writes the user turn before asking the
 model, saves the assistant turn as soon as its first token arrives and again every half second
 while it streams, so what was shown is what was saved even if the browser closes or the process
-is killed. ``load`` rebuilds the chat (messages, turn ids, ratings) from the log.
+is killed. ``load`` rebuilds the chat (its turns: role, content, turn id, rating) from the log.
 """
 
 from __future__ import annotations
@@ -21,13 +21,35 @@ SAVE_EVERY_S = 0.5
 
 
 @dataclass
+class Turn:
+    """One message of a chat as shown, and the logged turn behind it."""
+
+    role: str
+    content: str  # a rewrite in place of the original reply: what the model sees next
+    id: int | None = None
+    rating: str | None = None
+
+
+@dataclass
 class Chat:
-    """What one browser tab shows: the log's conversation id, chatbot messages and their turn ids."""
+    """What one browser tab shows: the log's conversation id and its turns, in order."""
 
     conversation_id: str | None = None
-    messages: list[dict] = field(default_factory=list)
-    turn_ids: list[int | None] = field(default_factory=list)
-    ratings: list[str | None] = field(default_factory=list)  # one per assistant message, for feedback_value
+    turns: list[Turn] = field(default_factory=list)
+
+    @property
+    def messages(self) -> list[dict]:
+        """The turns as chatbot messages (role and content)."""
+        return [{"role": t.role, "content": t.content} for t in self.turns]
+
+    @property
+    def turn_ids(self) -> list[int | None]:
+        return [t.id for t in self.turns]
+
+    @property
+    def ratings(self) -> list[str | None]:
+        """One per assistant turn, in order: a chatbot's ``feedback_value``."""
+        return [t.rating for t in self.turns if t.role == "assistant"]
 
 
 def check_message(text: str | None) -> str:
@@ -48,17 +70,15 @@ def load(conversation_id: str | None) -> Chat:
         return Chat()
     chat = Chat(conversation_id)
     for turn in found["turns"]:
-        content = turn["rewrite"] if turn["role"] == "assistant" and turn["rewrite"] else turn["content"]
-        chat.messages.append({"role": turn["role"], "content": content})
-        chat.turn_ids.append(turn["id"])
-        if turn["role"] == "assistant":
-            chat.ratings.append(turn["rating"])
+        assistant = turn["role"] == "assistant"
+        chat.turns.append(Turn(turn["role"], turn["rewrite"] if assistant and turn["rewrite"] else turn["content"],
+                               turn["id"], turn["rating"] if assistant else None))
     return chat
 
 
 def openai_messages(chat: Chat) -> list[dict[str, str]]:
     """What the model sees: the conversation as logged, rewrites in place of the original replies."""
-    return [{"role": m["role"], "content": m["content"]} for m in chat.messages]
+    return chat.messages
 
 
 def send(client: ServiceClient, chat: Chat, text: str, model: str, rater: str | None = None,
@@ -68,8 +88,7 @@ def send(client: ServiceClient, chat: Chat, text: str, model: str, rater: str | 
     db = connect()
     if chat.conversation_id is None:
         chat.conversation_id = chatlog.new_conversation(db, model, rater, opener_id, source=source, title=text)
-    chat.turn_ids.append(chatlog.add_turn(db, chat.conversation_id, "user", text, model=model))
-    chat.messages.append({"role": "user", "content": text})
+    chat.turns.append(Turn("user", text, chatlog.add_turn(db, chat.conversation_id, "user", text, model=model)))
     yield chat
     yield from reply(client, chat, model, **params)
 
@@ -92,7 +111,7 @@ def reply(client: ServiceClient, chat: Chat, model: str, **params) -> Iterator[C
             text += event.text
             if turn_id is None:
                 turn_id = _start_turn(db, chat, model, params, text)
-            chat.messages[-1]["content"] = text
+            chat.turns[-1].content = text
             if time.monotonic() - saved_at > SAVE_EVERY_S:
                 chatlog.update_turn(db, turn_id, content=text)
                 saved_at = time.monotonic()
@@ -110,11 +129,9 @@ def reply(client: ServiceClient, chat: Chat, model: str, **params) -> Iterator[C
 def _start_turn(db, chat: Chat, model: str, params: dict, text: str) -> int:
     turn_id = chatlog.add_turn(db, chat.conversation_id, "assistant", text, model=model, params=params,
                                status="streaming")
-    chat.messages.append({"role": "assistant", "content": text})
-    chat.turn_ids.append(turn_id)
-    chat.ratings.append(None)
+    chat.turns.append(Turn("assistant", text, turn_id))
     return turn_id
 
 
 def needs_reply(chat: Chat) -> bool:
-    return bool(chat.messages) and chat.messages[-1]["role"] == "user"
+    return bool(chat.turns) and chat.turns[-1].role == "user"

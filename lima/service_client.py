@@ -1,7 +1,10 @@
-"""The UI's only door to models: the OpenAI protocol, spoken with the ``openai`` client.
+"""The one client to the service: the OpenAI protocol, spoken with the ``openai`` client, and the
+admin routes (load a model, sleep, wake) with the same bearer key.
 
-Errors come back as ``ServiceProblem`` with a sentence for the person at the screen: the service
-is down, the model has vanished, the model is retraining, the request was refused.
+Every caller that talks to a `lima serve` (the UI, training handing over its new model, the
+experiment, the benches) goes through ``ServiceClient``, so a password-protected service's key is
+never dropped. Errors come back as ``ServiceProblem`` with a sentence for the person at the screen:
+the service is down, the model has vanished, the model is retraining, the request was refused.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class ServiceClient:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key or "unused"
         self.http = http_client
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = openai.OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key, max_retries=0,
                                     timeout=httpx.Timeout(600, connect=5), http_client=http_client)
 
@@ -54,6 +58,35 @@ class ServiceClient:
         except (httpx.HTTPError, ValueError) as exc:
             raise ServiceProblem("down", f"The chat service at {self.base_url} is not reachable. "
                                          "Is `lima serve` running?") from exc
+
+    def admin(self, method: str, route: str, timeout: float, body: dict | None = None) -> dict:
+        """An admin route (``/admin/...``) with the key; its JSON answer. A refusal is a
+        ``ServiceProblem`` ("refused") with the service's own message."""
+        try:
+            response = (self.http or httpx).request(method, self.base_url + route, json=body,
+                                                    headers=self.headers, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise ServiceProblem("down", f"The chat service at {self.base_url} could not be reached ({exc}).") from exc
+        if response.status_code != 200:
+            try:
+                error = response.json().get("error", {})
+                message = error.get("message") if isinstance(error, dict) else str(error)
+            except ValueError:
+                message = response.text[:300]
+            raise ServiceProblem("busy" if response.status_code == 503 else "refused",
+                                 f"HTTP {response.status_code}: {message or response.text[:300]}")
+        return response.json()
+
+    def load_model(self, name: str, path: str, timeout: float = 900) -> dict:
+        """Serve ``path`` as ``name`` (add, or replace once the new weights have loaded)."""
+        return self.admin("POST", "/admin/models", timeout, {"name": name, "path": path})
+
+    def sleep(self, timeout: float = 300) -> None:
+        """Free the accelerator for a training run; chat requests wait with a 503 until ``wake``."""
+        self.admin("POST", "/admin/sleep", timeout)
+
+    def wake(self, timeout: float = 900) -> None:
+        self.admin("POST", "/admin/wake", timeout)
 
     def models(self) -> list[str]:
         try:

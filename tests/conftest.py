@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.server import running
+from tests.helpers.server import serving
 from tests.helpers.tiny_model import save_tiny_base, save_tiny_variant
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
@@ -59,9 +59,9 @@ def service(tmp_path_factory, tiny_base, short_context_model):
     Float32 weights: tests compare replies with transformers' float32 ``generate`` token for token."""
     home = tmp_path_factory.mktemp("service-home")
     log = home / "serve.log"
-    args = ["serve", "--no-registry", "--quantize", "none",
+    args = ["--no-registry", "--quantize", "none",
             "--model", f"base={tiny_base}", "--model", f"short={short_context_model}"]
-    with running(args, "/health", log, env={"LIMA_HOME": str(home)}) as base:
+    with serving(args, log, env={"LIMA_HOME": str(home)}) as base:
         yield base
 
 

@@ -4,7 +4,8 @@ import pytest
 
 from lima.store import behaviour as store, connect
 from lima.store.behaviour import Figures, Reply
-from training import behaviour, runs
+from lima.store import runs
+from training import behaviour
 
 
 def reply(tokens: int, ended: bool = True, text: str = "a short answer", loop: bool = False) -> Reply:

@@ -1,9 +1,9 @@
 """The `lima` command: every subcommand has a one-line help; bad model folders stop `serve` clearly."""
 
 import subprocess
-import sys
 
-from lima.cli import build_parser
+from studio.cli import build_parser
+from lima.children import lima_command
 
 
 def subcommands(parser, prefix=()):
@@ -22,7 +22,7 @@ def test_every_subcommand_has_a_one_line_help():
 
 
 def lima(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "lima.cli", *args], capture_output=True, text=True, timeout=300, **kw)
+    return subprocess.run([*lima_command(), *args], capture_output=True, text=True, timeout=300, **kw)
 
 
 def test_serve_refuses_a_missing_model_folder(tmp_path):

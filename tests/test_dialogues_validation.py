@@ -7,6 +7,7 @@ import pytest
 from dialogues import jsonl, project
 from dialogues.jsonl import DataError
 from dialogues.schema import Chain, Opener
+from lima.children import lima_command
 
 GOOD = {"id": "c1", "source": "project", "kind": "open", "topic": "t", "tags": [],
         "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
@@ -97,10 +98,9 @@ def test_failed_write_leaves_the_old_file(tmp_path):
 
 def test_check_command_reports_the_bad_line(tmp_path, capsys):
     import subprocess
-    import sys
 
     path = write_lines(tmp_path / "chains.jsonl", [GOOD, "not json"])
-    result = subprocess.run([sys.executable, "-m", "lima.cli", "dialogues", "check", "--chains", str(path)],
+    result = subprocess.run([*lima_command(), "dialogues", "check", "--chains", str(path)],
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert f"{path}:2: invalid JSON" in result.stderr
@@ -108,9 +108,8 @@ def test_check_command_reports_the_bad_line(tmp_path, capsys):
 
 def test_check_command_prints_statistics():
     import subprocess
-    import sys
 
-    result = subprocess.run([sys.executable, "-m", "lima.cli", "dialogues", "check"], capture_output=True, text=True)
+    result = subprocess.run([*lima_command(), "dialogues", "check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "chains: 30 (10 open, 20 technical)" in result.stdout
     assert "openers: 10" in result.stdout and "topic overlap with chains: none" in result.stdout

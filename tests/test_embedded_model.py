@@ -4,7 +4,7 @@ import openai
 import pytest
 
 from lima import embedded_model as em
-from tests.helpers.server import running
+from tests.helpers.server import serving
 
 pytestmark = pytest.mark.slow
 
@@ -16,8 +16,7 @@ def test_prepared_folder_is_a_plain_safetensors_model(embedded_model):
 
 
 def test_serves_the_embedded_model_through_the_openai_client(embedded_model, tmp_path):
-    with running(["serve", "--no-registry", "--model", f"base={embedded_model}"], "/health",
-                 tmp_path / "serve.log") as base:
+    with serving(["--no-registry", "--model", f"base={embedded_model}"], tmp_path / "serve.log") as base:
         client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
         reply = client.chat.completions.create(
             model="base", messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],

@@ -20,7 +20,7 @@ from dialogues import project
 from service.engines import fidelity
 from service.engines.fast_llama import FastLlama
 from service.engines.transformers_engine import load_model, weight_format
-from tests.helpers.server import running
+from tests.helpers.server import serving
 
 pytestmark = pytest.mark.slow
 
@@ -64,8 +64,7 @@ def float32_greedy(model, tokenizer, prompt: str) -> tuple[list[int], int]:
 
 def test_default_service_gives_float32s_greedy_replies(embedded_model, float32, tmp_path):
     model, tokenizer = float32
-    with running(["serve", "--no-registry", "--model", f"base={embedded_model}"], "/health",
-                 tmp_path / "serve.log") as base:
+    with serving(["--no-registry", "--model", f"base={embedded_model}"], tmp_path / "serve.log") as base:
         client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
         for prompt in PROMPTS:
             expected, decided = float32_greedy(model, tokenizer, prompt)

@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from lima.store.registry import register
 from tests.helpers.browser import studio
 from tests.helpers.fake_judge import fake_judge
 from tests.helpers.tiny_model import build_model, build_tokenizer
+from lima.children import lima_command
 
 OPENERS = 10
 
@@ -86,7 +86,7 @@ def partial_judge(question: str, home: Path) -> str:
 
 
 def experiment(judge_url: str, out: Path, **popen):
-    cmd = [sys.executable, "-m", "lima.cli", "experiment", "--reuse", "--judge-url", judge_url,
+    cmd = [*lima_command(), "experiment", "--reuse", "--judge-url", judge_url,
            "--judge-model", "scripted", "--max-tokens", "6", "--out", str(out), "--", "--quantize", "none"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 

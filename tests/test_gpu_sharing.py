@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from lima.store import connect
-from training import runs, service_link, train
-from tests.helpers.server import running
+from lima.store import runs
+from training import common, service_link, train
+from tests.helpers.server import serving
 from tests.helpers.training import train_args, write_lima
 
 FAKE = str(Path(__file__).parent / "fakes" / "vllm")
@@ -22,8 +23,8 @@ def vllm_service(tmp_path, tiny_base):
     record = tmp_path / "vllm-record.jsonl"
     env = {"LIMA_VLLM": FAKE, "LIMA_VLLM_REQUIRE_GPU": "0", "FAKE_VLLM_RECORD": str(record),
            "CUDA_VISIBLE_DEVICES": "0"}
-    with running(["serve", "--engine", "vllm", "--no-registry", "--model", f"base={tiny_base}"], "/health",
-                 tmp_path / "serve.log", env=env) as url:
+    serve = ["--engine", "vllm", "--no-registry", "--model", f"base={tiny_base}"]
+    with serving(serve, tmp_path / "serve.log", env=env) as url:
         yield url, record
 
 
@@ -46,14 +47,14 @@ def test_the_service_sleeps_during_the_run_and_serves_the_new_model_after(vllm_s
                                    pause_service="always"))
     db = connect()
     [run] = runs.history(db)
-    steps = list(db["run_progress"].rows_where("run_id = ?", [run["id"]], order_by="step"))
+    steps = list(db["run_progress"].rows_where("run_id = ?", [run.id], order_by="step"))
     calls = [(e["path"], e["time"]) for e in events(record) if e["path"].startswith(("/sleep", "/wake_up"))]
     assert [path for path, _ in calls] == ["/sleep?level=1", "/wake_up"]
     assert calls[0][1] < epoch(steps[0]["time"]) and calls[1][1] > epoch(steps[-1]["time"])
     # then the trained model is started as its own vLLM server, with its own chat template
     started = [e["argv"] for e in events(record, "start")]
     new = next(argv for argv in started if "lima-dialogue" in argv)
-    assert new[new.index("--chat-template") + 1] == str(Path(run["model_path"]) / "chat_template.jinja")
+    assert new[new.index("--chat-template") + 1] == str(Path(run.model_path) / "chat_template.jinja")
     assert "now served as 'lima-dialogue'" in summary
     assert chat(url).status_code == 200
 
@@ -74,7 +75,7 @@ def test_a_failed_run_still_wakes_the_service(vllm_service, tiny_base, tmp_path)
     broken = tmp_path / "broken"
     shutil.copytree(tiny_base, broken)
     (broken / "model.safetensors").write_bytes(b"not weights")
-    with pytest.raises(train.TrainingError):
+    with pytest.raises(common.TrainingError):
         train.run(train_args(broken, write_lima(tmp_path / "lima.jsonl"), service_url=url, pause_service="always"))
     assert [e["path"] for e in events(record) if e["path"].startswith(("/sleep", "/wake"))] == \
         ["/sleep?level=1", "/wake_up"]

@@ -7,6 +7,7 @@ from evaluation.judge import Judge, JudgeUnavailable, parse_score
 from lima.store import connect
 from tests.helpers.comparisons import comparison, conversation
 from tests.helpers.fake_judge import fake_judge, response
+from lima.children import lima_command
 
 
 def fair(system, user):
@@ -113,12 +114,11 @@ def test_different_turn_counts_are_judged_on_the_shared_turns(lima_home):
 
 def test_cli_reports_an_unreachable_judge(session):
     import subprocess
-    import sys
 
     from tests.helpers.server import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1"
-    result = subprocess.run([sys.executable, "-m", "lima.cli", "judge", "--url", url, "--model", "j",
+    result = subprocess.run([*lima_command(), "judge", "--url", url, "--model", "j",
                              "--retries", "0", "--timeout", "2"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and f"the judge at {url} is unreachable" in result.stderr
 

@@ -8,9 +8,7 @@ import http.server
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ import httpx
 import pytest
 
 from tests.helpers.server import free_port
+from lima.children import lima_command
 
 
 def product_processes(home: Path) -> list[int]:
@@ -55,7 +54,7 @@ class Up:
         self.service_port = service_port or free_port()
         self.log = home / "up.log"
         home.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "lima.cli", "up", "--port", str(self.port), "--service-port",
+        cmd = [*lima_command(), "up", "--port", str(self.port), "--service-port",
                str(self.service_port), *args, "--", "--no-registry", "--quantize", "none",
                "--model", f"base={tiny_base}"]
         env = {**os.environ, "LIMA_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -167,7 +166,7 @@ def test_lima_up_never_attaches_to_a_service_it_did_not_start(up, stranger):
 
 
 def test_service_url_must_be_a_lima_studio_service(tmp_path, stranger):
-    result = subprocess.run([sys.executable, "-m", "lima.cli", "up", "--port", str(free_port()),
+    result = subprocess.run([*lima_command(), "up", "--port", str(free_port()),
                              "--service-url", f"http://127.0.0.1:{stranger}"],
                             capture_output=True, text=True, timeout=120,
                             env={**os.environ, "LIMA_HOME": str(tmp_path / "home")})
@@ -194,7 +193,7 @@ def test_a_password_protected_workbench_has_no_unauthenticated_door(up, tmp_path
 
 
 def test_serve_on_a_network_address_needs_a_key(tiny_base):
-    cmd = [sys.executable, "-m", "lima.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port()),
+    cmd = [*lima_command(), "serve", "--host", "0.0.0.0", "--port", str(free_port()),
            "--no-registry", "--quantize", "none", "--model", f"base={tiny_base}"]
     env = {k: v for k, v in os.environ.items() if k != "LIMA_API_KEY"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
@@ -215,7 +214,7 @@ def test_serve_answers_at_once_and_says_what_it_is_loading(tmp_path, tiny_base):
     console shows a progress bar naming the stage, and then the service says it is ready."""
     port = free_port()
     log = tmp_path / "serve.log"
-    cmd = [sys.executable, "-m", "lima.cli", "serve", "--port", str(port), "--no-registry", "--quantize", "fp16",
+    cmd = [*lima_command(), "serve", "--port", str(port), "--no-registry", "--quantize", "fp16",
            "--model", f"base={tiny_base}"]
     with open(log, "wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,

@@ -10,12 +10,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from dialogues import preferences
 from dialogues.preferences import Filters, PreferenceError
 from lima import chat_format
-from lima.cli import build_parser
+from studio.cli import build_parser
 from lima.store import chatlog, connect
 from lima.store.db import snapshot
 from service.engines.transformers_engine import TransformersEngine
 from service.sampling import SamplingParams
-from training import launcher, preference, recipe as recipes
+from training import preference, recipe as recipes
+from training.request import TrainRequest
 from tests.helpers.ratings import conversation, rated_log
 from tests.helpers.training import TINY
 
@@ -152,12 +153,16 @@ def test_kto_weights_the_rarer_class_up_unless_the_recipe_says():
 
 
 def test_the_workbench_hands_its_filters_to_lima_train_as_flags():
-    assert launcher.filter_args(None) == []
-    assert launcher.filter_args(Filters(["lima-dialogue", "base"], ["rita"], True, "2026-11-01")) == [
-        "--models", "lima-dialogue", "base", "--raters", "rita", "--openers-only", "--since", "2026-11-01"]
-    parsed = build_parser().parse_args(["train", "--variant", "dialogue", "--stage", "kto", *launcher.filter_args(
-        Filters(["lima-dialogue"], ["rita", "sam"], True, "2026-11-01"))])
-    assert preference.filters(parsed) == Filters(["lima-dialogue"], ["rita", "sam"], True, "2026-11-01")
+    request = TrainRequest(stage="kto", from_model="base", expect_sha256="ab" * 32, models=["lima-dialogue", "base"],
+                           raters=["rita"], openers_only=True, since="2026-11-01", service_url="http://127.0.0.1:9")
+    argv = request.argv()
+    assert argv[argv.index("--models"):argv.index("--models") + 3] == ["--models", "lima-dialogue", "base"]
+    assert "--openers-only" in argv and argv[argv.index("--since") + 1] == "2026-11-01"
+    parsed = build_parser().parse_args(["train", *argv])
+    assert TrainRequest.from_args(parsed) == request  # the run the page asked for, field by field
+    assert TrainRequest.from_args(parsed).filters == Filters(["lima-dialogue", "base"], ["rita"], True, "2026-11-01")
+    plain = TrainRequest(variant="zero-shot", preset="lima-paper", overrides=["sft.num_train_epochs=3"], lora=True)
+    assert TrainRequest.from_args(build_parser().parse_args(["train", *plain.argv()])) == plain
 
 
 def test_max_rows_keeps_the_newest_ratings_and_says_so():

@@ -1,7 +1,6 @@
 """The side-by-side report from a fixture database with known counts: exact numbers and intervals."""
 
 import subprocess
-import sys
 
 import pytest
 
@@ -9,6 +8,7 @@ from evaluation import report as reports
 from evaluation.stats import tie_discounted_accuracy, wilson
 from lima.store import connect
 from tests.helpers.comparisons import comparison, conversation
+from lima.children import lima_command
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_no_ratings_yet_says_so(lima_home, tmp_path):
 
 def test_cli_prints_the_table_and_writes_markdown_and_png(rated, tmp_path):
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, "-m", "lima.cli", "report", "--out", str(out)], capture_output=True,
+    result = subprocess.run([*lima_command(), "report", "--out", str(out)], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "| Fail turns |" in result.stdout and f"written: {out / 'report.md'}" in result.stdout

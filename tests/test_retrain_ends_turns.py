@@ -12,9 +12,10 @@ import torch
 from dialogues import lima_data
 from lima.store import behaviour as store, connect
 from service.engines.transformers_engine import load_model
-from training import behaviour, recipe as recipes, runs, train
+from lima.store import runs
+from training import behaviour, recipe as recipes, sft, train
+from training.request import TrainRequest
 from tests.conftest import LIMA_DATA
-from tests.helpers.training import train_args
 
 pytestmark = pytest.mark.slow
 TRAIN = LIMA_DATA / "train.jsonl"
@@ -24,27 +25,27 @@ PLAN = ["lima.behaviour.dev_prompts=0", "lima.behaviour.openers=10", "lima.behav
 
 @pytest.mark.skipif(not TRAIN.exists(), reason=f"the LIMA data is not at {TRAIN}")
 def test_a_cpu_demo_retrain_ends_its_turns_at_least_as_often_as_the_base(embedded_model):
-    args = train_args(embedded_model, TRAIN, variant="dialogue", max_steps=4)
-    args.set = PLAN  # cpu-demo's own numbers, not the tiny test recipe
-    train.run(args)
+    # cpu-demo's own numbers (not the tiny test recipe), as the Retrain tab starts it
+    train.run(TrainRequest(variant="dialogue", preset="cpu-demo", lima=str(TRAIN), base=str(embedded_model),
+                           max_steps=4, overrides=PLAN))
     db = connect()
     [run] = runs.history(db)
-    assert run["status"] == "done" and run["max_steps"] == 4
-    fits = runs.get(db, run["id"])["eot_fit"]
+    assert run.status == "done" and run.max_steps == 4
+    fits = runs.get(db, run.id).eot_fit
     assert [f["step"] for f in fits] == [0, 4]  # fitted before training and when it stopped
 
     # the EOT token is learnt: likely where the answers it trained on end
     recipe = recipes.load("cpu-demo", PLAN)
-    dataset = train.build_dataset(recipe, "dialogue", lima_data.load(TRAIN), "project")
-    model, tokenizer = load_model("trained", run["model_path"], "cpu", torch.float32)
+    dataset = sft.build_dataset(recipe, "dialogue", lima_data.load(TRAIN), "project")
+    model, tokenizer = load_model("trained", run.model_path, "cpu", torch.float32)
     ends = behaviour.end_probabilities(model, tokenizer, dataset.examples, recipe.max_length)
     p_eot = sum(e for _, e in ends) / len(ends)
     assert len(ends) >= 50 and p_eot > 0.5, f"P(EOT) at the end of trained answers: {p_eot:.3f}"
 
     # and the new model ends its replies at least as often as the base, no longer and no loopier
-    measured = store.for_run(db, run["id"])
+    measured = store.for_run(db, run.id)
     base, new = measured["parent"].figures, measured["model"].figures
     shown = f"base: {behaviour.line(base)}; new: {behaviour.line(new)}"
     assert base.replies == new.replies == 20, shown
     assert new.ended >= base.ended and new.median_tokens <= 2 * base.median_tokens, shown
-    assert new.loops <= base.loops + 0.1 and not run["warning"], shown
+    assert new.loops <= base.loops + 0.1 and not run.warning, shown

@@ -3,15 +3,16 @@
 import json
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
 from lima.store import connect
 from lima.store.registry import register, registered
-from training import runs, train
+from lima.store import runs
+from training import common, train
 from tests.helpers.training import TINY, train_args, write_lima
+from lima.children import lima_command
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def lima_file(tmp_path):
 
 
 def lima_train(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "lima.cli", "train", *args], capture_output=True, text=True,
+    return subprocess.run([*lima_command(), "train", *args], capture_output=True, text=True,
                           timeout=300, **kw)
 
 
@@ -52,10 +53,10 @@ def test_broken_rows_are_named(tiny_base, tmp_path):
 def test_zero_usable_examples_fail_the_run_with_the_reason(tiny_base, tmp_path):
     lima = tmp_path / "lima.jsonl"
     lima.write_text(json.dumps({"conversations": ["word " * 400, "answer"], "source": "x"}) + "\n")
-    with pytest.raises(train.TrainingError, match="no example has assistant tokens within 128 tokens"):
+    with pytest.raises(common.TrainingError, match="no example has assistant tokens within 128 tokens"):
         train.run(train_args(tiny_base, lima, variant="zero-shot", extra=["lima.lima_examples=1"]))
     [run] = runs.history(connect())
-    assert run["status"] == "failed" and "no example has assistant tokens" in run["error"]
+    assert run.status == "failed" and "no example has assistant tokens" in run.error
     assert registered(connect()) == {}
 
 
@@ -65,10 +66,10 @@ def test_a_crashing_run_is_recorded_failed_and_keeps_the_served_model(tiny_base,
     broken = tmp_path / "broken-base"
     shutil.copytree(tiny_base, broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(train.TrainingError, match="could not be loaded"):
+    with pytest.raises(common.TrainingError, match="could not be loaded"):
         train.run(train_args(broken, lima_file))
     [run] = runs.history(db)
-    assert run["status"] == "failed" and "could not be loaded" in run["error"] and run["ended"]
+    assert run.status == "failed" and "could not be loaded" in run.error and run.ended
     assert registered(db) == {"lima-dialogue": "/models/previous"}
 
 
@@ -85,38 +86,38 @@ def test_a_second_run_is_refused_while_one_runs(tiny_base, lima_file):
         sleeper.wait()
     # once its process is gone, the stale run is marked failed and a new run may start
     assert runs.running(db) is None
-    assert runs.get(db, "busy-run")["status"] == "failed"
-    assert "ended without reporting" in runs.get(db, "busy-run")["error"]
+    assert runs.get(db, "busy-run").status == "failed"
+    assert "ended without reporting" in runs.get(db, "busy-run").error
 
 
 def test_cancel_stops_the_run_and_registers_nothing(tiny_base, lima_file, lima_home):
     sets = [f"--set={s}" for s in TINY] + ["--set=sft.num_train_epochs=200",
                                                "--set=lima.checkpoints.epochs=[199, 200]"]
-    process = subprocess.Popen([sys.executable, "-m", "lima.cli", "train", "--variant", "dialogue", "--base",
+    process = subprocess.Popen([*lima_command(), "train", "--variant", "dialogue", "--base",
                                 str(tiny_base), "--lima", str(lima_file), *sets],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     db = connect()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         history = runs.history(db)
-        if history and (history[0]["step"] or 0) >= 2:
+        if history and (history[0].step or 0) >= 2:
             break
         time.sleep(0.2)
-    run_id = history[0]["id"]
-    result = subprocess.run([sys.executable, "-m", "lima.cli", "runs", "cancel", run_id], capture_output=True,
+    run_id = history[0].id
+    result = subprocess.run([*lima_command(), "runs", "cancel", run_id], capture_output=True,
                             text=True)
     assert result.returncode == 0
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 0, output
     record = runs.get(db, run_id)
-    assert record["status"] == "cancelled" and record["error"].startswith("cancelled at step")
-    assert record["step"] < record["max_steps"]
+    assert record.status == "cancelled" and record.error.startswith("cancelled at step")
+    assert record.step < record.max_steps
     assert registered(db) == {}
     assert not (lima_home / "runs" / run_id).exists()
 
 
 def test_not_enough_disk_is_refused_before_training(tmp_path):
     free = shutil.disk_usage(tmp_path).free
-    with pytest.raises(train.TrainingError, match=r"not enough disk space for checkpoints under .*GiB free"):
-        train.check_disk(free, 4, 2, tmp_path)
-    train.check_disk(1000, 4, 2, tmp_path)  # a small model fits
+    with pytest.raises(common.TrainingError, match=r"not enough disk space for checkpoints under .*GiB free"):
+        common.check_disk(free, 4, 2, tmp_path)
+    common.check_disk(1000, 4, 2, tmp_path)  # a small model fits

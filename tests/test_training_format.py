@@ -9,7 +9,7 @@ from dialogues import project, training_sets
 from lima import chat_format
 from service.engines.transformers_engine import TransformersEngine
 from service.sampling import SamplingParams
-from training import chat_setup, recipe as recipes, train
+from training import chat_setup, recipe as recipes, sft
 from tests.helpers.tiny_model import save_tiny_base
 from tests.helpers.training import TINY
 
@@ -27,7 +27,7 @@ def prepared(tmp_path_factory):
     recipe = recipes.load("cpu-demo", [*TINY, "sft.max_length=4096"])
     dataset = training_sets.TrainingSet("dialogue", "project", [CHAIN])
     folder = tmp_path_factory.mktemp("prepared")
-    trainer = train.make_trainer(recipe, dataset, model, tokenizer, folder / "run", 10, eot_id, [])
+    trainer = sft.make_trainer(recipe, dataset, model, tokenizer, folder / "run", 10, eot_id, [])
     model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
     return {"model": model, "tokenizer": tokenizer, "eot_id": eot_id, "trainer": trainer, "before": before,

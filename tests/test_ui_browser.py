@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from lima.store import chatlog, connect
-from training import runs
+from lima.store import runs
 from tests.helpers.browser import studio
 from tests.helpers.training import tiny_preset, write_lima
 
@@ -149,7 +149,7 @@ def test_retrain_button_runs_to_done_and_the_model_appears(app, page):
     assert wait_until(done, 240, 0.2) == "done", progress.inner_text()
     assert max(steps_seen) > 0 and len(steps_seen) >= 2  # the bar moved before it finished
     [run] = runs.history(db_of(home))
-    assert run["status"] == "done" and run["variant"] == "dialogue"
+    assert run.status == "done" and run.variant == "dialogue"
     assert page.locator("#loss-chart").get_by_text("loss").count() > 0
     # the run's model beside the base it came from: the figures, a chart, and the history's columns
     table = page.locator("#behaviour-table")
@@ -226,3 +226,40 @@ def test_a_password_protected_workbench_works_for_whoever_logs_in(tmp_path, tiny
         page.locator("#chatbot").get_by_role("button", name="Fail", exact=True).last.click()
         wait_until(lambda: chatlog.current_rating(db_of(home), turn["id"]) == "Fail", 20, what="the rating")
         assert chatlog.rating_history(db_of(home), turn["id"])[0]["rater"] == "ada"
+
+
+def test_a_retrain_behind_a_password_answers_in_chat_without_a_restart(tmp_path, tiny_base, page):
+    """`lima up --password`: the service needs the session's key, and the training run started from
+    the Retrain tab hands its new model over with that key, so it answers in the Chat tab at once."""
+    home = tmp_path / "studio"
+    (home / "presets").mkdir(parents=True)
+    (home / "presets" / "tiny.yaml").write_text(yaml.safe_dump(tiny_preset(tiny_base)))
+    lima = write_lima(tmp_path / "lima.jsonl")
+    serve = ["--no-registry", "--model", f"base={tiny_base}", "--quantize", "none"]
+    with studio(home, serve, env={"LIMA_DATASET": str(lima)}, up_args=("--password", "secret")) as url:
+        page.goto(url)
+        page.get_by_label("username").fill("ada")
+        page.get_by_label("password").fill("secret")
+        page.keyboard.press("Enter")
+        page.get_by_role("tab", name="Retrain").click()
+        page.locator("#preset input").click()
+        page.get_by_role("option", name="tiny (yours)").click()
+        wait_until(lambda: "6 LIMA single-turn examples" in page.locator("#train-plan").inner_text(), 30)
+        page.locator("#retrain").click()
+        progress = page.locator("#train-progress")
+        assert wait_until(lambda: progress.get_attribute("data-status") in ("done", "failed", "cancelled")
+                          and progress.get_attribute("data-status"), 300, 0.5) == "done", progress.inner_text()
+        [run] = runs.history(db_of(home))
+        assert "refused" not in (run.error or "") and run.model_name == "lima-dialogue"
+        page.get_by_role("tab", name="Chat").click()
+        page.locator("#chat-model input").click()  # the list refreshes from the service when opened
+        page.get_by_role("option", name="lima-dialogue").click()
+        wait_until(lambda: page.locator("#chat-model input").input_value().startswith("lima-dialogue"), 20)
+        page.get_by_placeholder("Message (Enter sends, Shift+Enter for a new line)").click()
+        page.keyboard.type("how do i boil an egg?")
+        page.keyboard.press("Enter")
+        reply = wait_until(lambda: next(db_of(home)["turns"].rows_where(
+            "role = 'assistant' and status = 'complete' and model = 'lima-dialogue'"), None), 60,
+            what="a reply from the retrained model")
+        assert reply["completion_tokens"] >= 1
+        page.screenshot(path=str(home / "password-retrain-chat.png"), full_page=True)

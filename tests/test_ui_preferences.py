@@ -2,15 +2,14 @@
 one, see what KTO and DPO would learn, press the KTO button, chat with the new model, open before
 and after in the Compare tab, rate, give a verdict, and find the model in the Report tab."""
 
-import shutil
-
 import pytest
 import yaml
 
 from lima.store import connect
 from lima.store.registry import register
-from training import runs
+from lima.store import runs
 from tests.helpers.browser import studio
+from tests.helpers.tiny_model import save_tiny_base, save_tiny_variant
 from tests.helpers.training import tiny_preset
 from tests.test_ui_browser import wait_until
 
@@ -18,10 +17,12 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, tiny_base, tiny_variant):
-    """`lima up` serving a registered `lima-dialogue` (the tiny model set up as a trained variant)."""
+def app(tmp_path_factory, tiny_base):
+    """`lima up` serving a registered `lima-dialogue` (a tiny model set up as a trained variant). Its
+    context is long: a random model's reply may run to the context's end, and a follow-up must fit."""
     home = tmp_path_factory.mktemp("studio-home")
-    variant = shutil.copytree(tiny_variant, home / "models" / "lima-dialogue")
+    long_base = save_tiny_base(tmp_path_factory.mktemp("long-base"), context=8192)
+    variant = save_tiny_variant(long_base, home / "models" / "lima-dialogue")
     register(connect(home / "lima.db"), "lima-dialogue", str(variant), kind="trained")
     (home / "presets").mkdir()
     preset = tiny_preset(tiny_base)
@@ -97,10 +98,10 @@ def test_rate_fail_rewrite_one_press_kto_then_chat_compare_and_report(app, page)
 
     assert wait_until(done, 240, 0.2, what="the KTO run to end") == "done", progress.inner_text()
     [run] = runs.history(db)
-    record = runs.get(db, run["id"])
+    record = runs.get(db, run.id)
     fails = [r["id"] for r in db["current_ratings"].rows_where("label = 'Fail'", order_by="id")]
-    assert record["stage"] == "kto" and record["rating_ids"]["ratings"] == fails
-    assert record["rating_ids"]["rewrites"] == [rewrite["id"]] and record["model_name"] == "lima-dialogue-kto"
+    assert record.stage == "kto" and record.rating_ids["ratings"] == fails
+    assert record.rating_ids["rewrites"] == [rewrite["id"]] and record.model_name == "lima-dialogue-kto"
     page.locator("#margin-chart").get_by_text("Reward margin").wait_for(timeout=20000)
     page.wait_for_timeout(2500)  # the next poll redraws both charts at their final size
     page.screenshot(path=str(home / "kto-retrain.png"), full_page=True)

@@ -12,7 +12,8 @@ from lima.store import connect
 from service.engines.transformers_engine import TransformersEngine
 from service.engines.vllm_engine import VllmEngine
 from service.sampling import SamplingParams
-from training import runs, train
+from lima.store import runs
+from training import train
 from tests.helpers.training import train_args, write_lima
 
 FAKE = str(Path(__file__).parent / "fakes" / "vllm")
@@ -26,7 +27,7 @@ def checkpoint(request, tiny_base, tmp_path) -> Path:
     extra = ["lima.lora.r=4", "lima.lora.alpha=8"] if request.param == "lora" else []
     train.run(train_args(tiny_base, write_lima(tmp_path / "lima.jsonl"), variant="zero-shot",
                          lora=request.param == "lora" or None, extra=extra))
-    return Path(runs.history(connect())[0]["model_path"])
+    return Path(runs.history(connect())[0].model_path)
 
 
 def test_vllm_gets_the_training_template_and_renders_the_same_prompt(checkpoint):

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from lima.model_files import ModelLoadError
 from service.engines.base import EngineUnavailable, PromptTooLong
 from service.engines.vllm_engine import VllmEngine, VllmUnavailable, gpu_problem
 from service.sampling import SamplingParams
+from lima.children import lima_command
 
 FAKE = str(Path(__file__).parent / "fakes" / "vllm")
 
@@ -63,7 +63,7 @@ def test_refuses_without_gpu_or_executable(tmp_path):
 def test_cli_refuses_vllm_engine_clearly_without_gpu(tiny_base):
     if gpu_problem() is None:
         pytest.skip("a GPU is present")
-    result = subprocess.run([sys.executable, "-m", "lima.cli", "serve", "--engine", "vllm", "--no-registry",
+    result = subprocess.run([*lima_command(), "serve", "--engine", "vllm", "--no-registry",
                              "--model", f"base={tiny_base}"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "the vLLM engine needs a GPU" in result.stderr

@@ -301,7 +301,7 @@ def measure_run(db, run_id: str, parent: tuple[str, str], model: tuple[str, str]
                 device: str, judge=None) -> list[str]:
     """Measure the run's new model and its parent (reusing an earlier measurement of the parent),
     store both with the run, and return the regressions (empty when the new model is not worse)."""
-    from training import runs
+    from lima.store import runs
 
     key = the_plan.key
     if the_plan.size == 0 and not the_plan.references:

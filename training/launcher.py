@@ -1,5 +1,5 @@
 """The one door from the workbench into training: which presets to offer, what a run would learn
-(counted by ``train.build_dataset``, the set ``lima train`` builds), and a handle on the
+(counted by ``sft.build_dataset``, the set ``lima train`` builds), and a handle on the
 ``lima train`` process it starts: start, progress read back from the run records, cancel.
 
 Training runs in its own process, so a crash or a cancel never takes chat down; the service it
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,10 +19,11 @@ from dialogues.jsonl import DataError
 from dialogues.schema import Chain
 from lima import children, home, paper
 from lima.store import chatlog, connect, utcnow
-from lima.store.registry import registered
 from lima.store import behaviour as behaviour_store
-from training import preference, recipe as recipes, run_report, runs
-from training.train import build_dataset
+from lima.store import runs
+from training import preference, recipe as recipes, run_report
+from training.request import TrainRequest
+from training.sft import build_dataset
 
 STAGES = [("SFT: LIMA + dialogue chains", "sft"), ("KTO: learn from the ratings", "kto"),
           ("DPO: learn from the rewrites", "dpo")]
@@ -85,24 +85,15 @@ def describe(preset: str, variant: str, chains: str) -> str:
 
 
 def starting_models() -> list[str]:
-    """Registered models a preference stage can start from, the dialogue variant first."""
-    names = list(registered(connect()))
+    """Exactly the names a preference stage accepts (``--from``): the registered models, the
+    dialogue variant first, then ``base``."""
+    names = preference.starting_names(connect())
     return sorted(names, key=lambda n: n != paper.DIALOGUE)
 
 
 def filter_choices() -> tuple[list[str], list[str]]:
     """The models and raters a preference set can be narrowed to."""
     return preferences.choices(connect())
-
-
-def filter_args(filters: preferences.Filters | None) -> list[str]:
-    """``filters`` as `lima train` flags."""
-    if filters is None:
-        return []
-    args = ["--models", *filters.models] if filters.models else []
-    args += ["--raters", *filters.raters] if filters.raters else []
-    args += ["--openers-only"] if filters.openers_only else []
-    return args + (["--since", filters.since] if filters.since else [])
 
 
 def preview(preset: str, stage: str, filters: preferences.Filters | None = None) -> tuple[str, str | None]:
@@ -125,14 +116,10 @@ def preview(preset: str, stage: str, filters: preferences.Filters | None = None)
     return f"{data.summary()}\n\n{data.sample()}{note}\n\n{how}", data.sha256
 
 
-def last_preference_run() -> dict | None:
+def last_preference_run() -> runs.Run | None:
     """The latest finished KTO or DPO run, with the ids of what it learnt from (``rating_ids``:
     ratings, rewrites, and the conversations with a reply rated Fail)."""
-    db = connect()
-    stages = ", ".join(f"'{s}'" for s in preferences.STAGES)
-    latest = list(db["runs"].rows_where(f"status = 'done' and stage in ({stages})", order_by="ended desc",
-                                        limit=1, select="id"))
-    return runs.get(db, latest[0]["id"]) if latest else None
+    return runs.latest_done(connect(), preferences.STAGES)
 
 
 @dataclass
@@ -140,9 +127,9 @@ class Status:
     """What the Retrain tab draws: the latest run, its loss curve and speed, the recent runs and
     each one's behaviour figures (run id -> role -> measurement)."""
 
-    latest: dict | None
-    recent: list[dict] = field(default_factory=list)
-    losses: list[dict] = field(default_factory=list)
+    latest: runs.Run | None
+    recent: list[runs.Run] = field(default_factory=list)
+    losses: list[runs.Progress] = field(default_factory=list)
     tokens_per_second: float | None = None
     behaviour: dict[str, dict[str, behaviour_store.Measured]] = field(default_factory=dict)
 
@@ -153,8 +140,8 @@ def status(limit: int = 20) -> Status:
     latest = recent[0] if recent else None
     if latest is None:
         return Status(None)
-    return Status(latest, recent, runs.losses(db, latest["id"]), runs.tokens_per_second(db, latest["id"]),
-                  behaviour_store.for_runs(db, [r["id"] for r in recent]))
+    return Status(latest, recent, runs.losses(db, latest.id), runs.tokens_per_second(db, latest.id),
+                  behaviour_store.for_runs(db, [r.id for r in recent]))
 
 
 def behaviour_view(run_id: str) -> tuple[str, str | None]:
@@ -162,7 +149,7 @@ def behaviour_view(run_id: str) -> tuple[str, str | None]:
     db = connect()
     measured = behaviour_store.for_run(db, run_id)
     record = runs.get(db, run_id)
-    warning = f"⚠ **{record['warning']}**\n\n" if record.get("warning") else ""
+    warning = f"⚠ **{record.warning}**\n\n" if record.warning else ""
     if not measured:
         return warning + f"Run {run_id} has no behaviour figures (it did not get to measuring its model).", None
     return warning + run_report.table(measured), str(run_report.draw(measured, run_report.chart_path(run_id)))
@@ -181,7 +168,7 @@ class TrainingProcess:
               expect_sha256: str | None = None, filters: preferences.Filters | None = None) -> str:
         current = runs.running(connect())
         if current is not None or self.alive():
-            which = f"run {current['id']}" if current else "a run that is starting"
+            which = f"run {current.id}" if current else "a run that is starting"
             raise LaunchRefused(f"A retrain is already running ({which}); wait for it or cancel it first.")
         if stage != "sft" and not expect_sha256:
             raise LaunchRefused("Nothing to learn from yet: the preview above says why.")
@@ -194,12 +181,13 @@ class TrainingProcess:
         logs = home.home() / "logs"
         logs.mkdir(exist_ok=True)
         self.log = logs / f"train-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.log"
-        cmd = [sys.executable, "-m", "lima.cli", "train", "--variant", variant, "--preset", preset]
-        cmd += ["--chains", chains] if stage == "sft" else ["--stage", stage, "--expect-sha256", expect_sha256]
-        if stage != "sft":
-            cmd += (["--from", from_model] if from_model else []) + filter_args(filters)
-        if self.service_url:
-            cmd += ["--service-url", self.service_url]
+        chosen = filters or preferences.Filters()
+        request = TrainRequest(variant=variant, preset=preset, chains=chains, service_url=self.service_url,
+                               stage=stage, **({} if stage == "sft" else {
+                                   "from_model": from_model, "expect_sha256": expect_sha256, "models": chosen.models,
+                                   "raters": chosen.raters, "openers_only": chosen.openers_only,
+                                   "since": chosen.since}))
+        cmd = [*children.lima_command(), "train", *request.argv()]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if self.api_key:  # a secret travels in the environment, never on a command line others can read
             env["LIMA_API_KEY"] = self.api_key
@@ -212,11 +200,11 @@ class TrainingProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def startup_failure(self, latest: dict | None) -> str | None:
+    def startup_failure(self, latest: runs.Run | None) -> str | None:
         """Why the process exited before creating its run record, if it did (once)."""
         if self.process is None or self.process.poll() in (None, 0):
             return None
-        if latest and latest["started"] >= self.started_at:
+        if latest and latest.started >= self.started_at:
             return None
         tail = self.log.read_text(errors="replace").strip().splitlines()[-3:] if self.log else []
         self.process = None
@@ -228,5 +216,5 @@ class TrainingProcess:
         current = runs.running(db)
         if current is None:
             return "no run to cancel"
-        runs.request_cancel(db, current["id"])
-        return f"asked run {current['id']} to stop at its next step"
+        runs.request_cancel(db, current.id)
+        return f"asked run {current.id} to stop at its next step"

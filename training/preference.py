@@ -19,6 +19,7 @@ A failure or a cancel is recorded with its reason and registers nothing; the log
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import shutil
@@ -29,14 +30,11 @@ from dialogues.jsonl import DataError
 from lima import home, paper
 from lima.model_files import check_folder
 from lima.store import connect
-from lima.store.registry import register, registered
-from training import behaviour, chat_setup, recipe as recipes, runs, service_link
-from training.train import (TrainingError, bf16_ok, check_disk, finish_run, fit, fit_recorder, load_base,
-                            lora_config, measured, publish, recorded)
-
-
-def filters(args) -> preferences.Filters:
-    return preferences.Filters(args.models, args.raters, args.openers_only, args.since)
+from lima.store.registry import registered
+from lima.store import runs
+from training import behaviour, chat_setup, common, recipe as recipes, service_link
+from training.common import TrainingError
+from training.request import TrainRequest
 
 
 def build_set(db, recipe: recipes.Recipe, stage: str, chosen: preferences.Filters) -> preferences.PreferenceSet:
@@ -44,14 +42,25 @@ def build_set(db, recipe: recipes.Recipe, stage: str, chosen: preferences.Filter
     return preferences.build(db, stage, chosen, setting.pass_weight, setting.min_rows, setting.max_rows)
 
 
-def starting_model(db, args) -> tuple[str, str]:
-    """(name, folder) of the registered model the stage starts from."""
-    name = args.from_model or paper.model_name(args.variant)
+BASE = "base"  # the name the service and the chat give the base model
+
+
+def starting_names(db) -> list[str]:
+    """Every name a stage can start from, as the chat lists them: the registered models, then ``base``."""
+    return [*[n for n in registered(db) if n != BASE], BASE]
+
+
+def starting_model(db, request: TrainRequest) -> tuple[str, str]:
+    """(name, folder or hub id) of the model the stage starts from: ``base`` is the base model (the
+    embedded one, or ``--base`` / ``$LIMA_BASE_MODEL``), as the service serves it; any other name a
+    registered model."""
+    name = request.from_model or paper.model_name(request.variant)
+    if name == BASE:
+        return name, common.resolve_base(request.base or "embedded")
     models = registered(db)
     if name not in models:
-        known = ", ".join(models) or "none yet"
-        raise TrainingError(f"no model named '{name}' is registered (registered: {known}); train the "
-                            f"{args.variant} variant first, or name one with --from")
+        raise TrainingError(f"no model named '{name}' to start from (these can: {', '.join(starting_names(db))}); "
+                            f"train the {request.variant} variant first, or name one with --from")
     check_folder(name, models[name])
     return name, models[name]
 
@@ -90,19 +99,19 @@ def gone_models(db, data: preferences.PreferenceSet) -> list[str]:
     return sorted(m for m in data.counts.get("model", {}) if m not in served and m != "unknown")
 
 
-def run(args) -> str:
-    stage = args.stage
-    recipe = recipes.load(args.preset, args.set, **{f"{stage}__max_steps": args.max_steps},
-                          lima__lora__enabled=args.lora)
+def run(request: TrainRequest) -> str:
+    stage = request.stage
+    recipe = recipes.load(request.preset, request.overrides, **{f"{stage}__max_steps": request.max_steps},
+                          lima__lora__enabled=request.lora)
     db = connect()
-    from_name, from_path = starting_model(db, args)
-    data = build_set(db, recipe, stage, filters(args))
+    from_name, from_path = starting_model(db, request)
+    data = build_set(db, recipe, stage, request.filters)
     print(f"{stage.upper()} set from the ratings: {data.summary().replace('**', '')}", flush=True)
     gone = gone_models(db, data)
     if gone:
         print(f"note: {', '.join(gone)} no longer registered; their replies are learnt from as they were said",
               flush=True)
-    if args.expect_sha256 and args.expect_sha256 != data.sha256:
+    if request.expect_sha256 and request.expect_sha256 != data.sha256:
         raise TrainingError("the ratings changed after the set was previewed (a rating or rewrite was added, changed "
                             "or cleared, or a filter changed): look at the new counts and start again")
 
@@ -111,12 +120,12 @@ def run(args) -> str:
     if weights:
         print("class weights: " + ", ".join(f"{k} {v:g}" for k, v in weights.items()), flush=True)
     config = {**recipe.model_dump(), stage: block}  # the record keeps what the trainer was given
-    run_id = runs.new_id(f"{args.variant}-{stage}")
+    run_id = runs.new_id(f"{request.variant}-{stage}")
     run_dir = home.runs_dir() / run_id
-    runs.start(db, run_id, variant=args.variant, stage=stage, from_model=from_name, preset=recipe.name,
+    runs.start(db, run_id, variant=request.variant, stage=stage, from_model=from_name, preset=recipe.name,
                base=from_path, config=config, dataset_sha256=data.sha256, dataset_counts=data.counts,
                rating_ids=data.record(), examples=len(data.rows), output_dir=str(run_dir))
-    return recorded(db, run_id, lambda progress: _train(args, recipe, data, from_name, from_path, db, run_id,
+    return common.recorded(db, run_id, lambda progress: _train(request, recipe, data, from_name, from_path, db, run_id,
                                                          run_dir, progress))
 
 
@@ -164,16 +173,17 @@ def wanted(data: preferences.PreferenceSet) -> list[list[dict]]:
             for row in data.rows if row.get("label", True)]
 
 
-def make_trainer(stage: str, recipe, data, model, tokenizer, run_dir, callbacks):
+def make_trainer(stage: str, recipe, data, model, tokenizer, run_dir, callbacks, prepared: bool = False):
     """TRL's KTOTrainer or DPOTrainer: the recipe's block as it is, plus what the run decides. With
-    LoRA the reference is the same weights with the adapters off, so no second copy is held."""
-    import torch
+    LoRA the reference is the same weights with the adapters off, so no second copy is held.
+    ``prepared``: the model was changed in memory (a base given the EOT token here); TRL would load
+    its reference from the folder, without that token, so the reference is a copy of this model."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = common.device()
     block = trainer_block(stage, recipe, data)
-    if block.get("bf16") and not bf16_ok(device):
+    if block.get("bf16") and not common.bf16_ok(device):
         block["bf16"] = False
     rows, shortened = fit_prompts(data.rows, tokenizer, block.get("max_length"))
     if shortened:
@@ -186,29 +196,30 @@ def make_trainer(stage: str, recipe, data, model, tokenizer, run_dir, callbacks)
     config = config_class(**block, output_dir=str(run_dir), use_cpu=device == "cpu", logging_steps=1,
                           save_strategy="no", report_to="none")
     eot_id = tokenizer.convert_tokens_to_ids(recipe.lima.eot_token)
-    return trainer_class(model=model, args=config, processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
-                         peft_config=lora_config(recipe, eot_id) if recipe.lima.lora.enabled else None,
-                         callbacks=callbacks)
+    lora = recipe.lima.lora.enabled
+    reference = copy.deepcopy(model).eval() if prepared and not lora else None
+    return trainer_class(model=model, ref_model=reference, args=config, processing_class=tokenizer,
+                         train_dataset=Dataset.from_list(rows), callbacks=callbacks,
+                         peft_config=common.lora_config(recipe, eot_id) if lora else None)
 
 
-def _train(args, recipe, data, from_name, from_path, db, run_id, run_dir, progress) -> str:
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    stage = args.stage
-    with service_link.paused(args.service_url, args.pause_service, device == "cuda"):
-        model, tokenizer = load_base(from_path, device, recipe)
+def _train(request, recipe, data, from_name, from_path, db, run_id, run_dir, progress) -> str:
+    device = common.device()
+    stage = request.stage
+    with service_link.paused(request.service_url, request.pause_service, device == "cuda"):
+        model, tokenizer = common.load_base(from_path, device, recipe)
         # a trained variant has the EOT token and the template already; a plain base gets them here,
         # the token's row fitted on the replies the set wants more of (training/eot_fit.py)
         block = recipe.stage(stage)
+        prepared = recipe.lima.eot_token not in tokenizer.get_vocab()
         _, refit = chat_setup.prepare(model, tokenizer, recipe.lima, wanted(data), block.get("max_length") or 1024,
-                                      bool(block.get("bf16")) and bf16_ok(device), on_fit=fit_recorder(db, run_id),
-                                      cancelled=lambda: progress.cancelled)
+                                      bool(block.get("bf16")) and common.bf16_ok(device),
+                                      on_fit=common.fit_recorder(db, run_id), cancelled=lambda: progress.cancelled)
         callbacks = [progress] + ([refit] if refit is not None and not recipe.lima.lora.enabled else [])
         parameters = sum(p.numel() for p in model.parameters())
         run_dir.mkdir(parents=True, exist_ok=True)
-        check_disk(parameters, 4, 1, home.models_dir())
-        trainer = make_trainer(stage, recipe, data, model, tokenizer, run_dir, callbacks)
+        common.check_disk(parameters, 4, 1, home.models_dir())
+        trainer = make_trainer(stage, recipe, data, model, tokenizer, run_dir, callbacks, prepared)
         used, limit = len(trainer.train_dataset), recipe.stage(stage).get("max_length")
         if used == 0:
             raise TrainingError(f"no row fits in {limit} tokens ({stage}.max_length): every prompt fills it")
@@ -216,24 +227,24 @@ def _train(args, recipe, data, from_name, from_path, db, run_id, run_dir, progre
             print(f"{len(data.rows) - used} of {len(data.rows)} rows left out: their last message alone fills "
                   f"{stage}.max_length ({limit} tokens)", flush=True)
         runs.update(db, run_id, examples=used)
-        if not fit(trainer, db, run_id, run_dir, progress):
+        if not common.fit(trainer, db, run_id, run_dir, progress):
             return f"run {run_id} cancelled"
         name = f"{from_name}-{stage}"
         dest = home.models_dir() / f"{name}-{run_id}"
         held_out, ids = references(recipe, from_path)
         provenance = {"run_id": run_id, "stage": stage, "from": from_name, "from_path": from_path,
                       "preset": recipe.name, "dataset_sha256": data.sha256, "dataset_counts": data.counts,
-                      "learnt_from": data.record(), "example_ids": sorted(ids) if ids is not None else None,  # what its parent trained on
-                      "recipe": runs.get(db, run_id)["config"]}  # as recorded: the block the trainer got
+                      "learnt_from": data.record(),
+                      "example_ids": sorted(ids) if ids is not None else None,  # what its parent trained on
+                      "recipe": runs.get(db, run_id).config}  # as recorded: the block the trainer got
         final = trainer.model.merge_and_unload() if recipe.lima.lora.enabled else trainer.model
-        publish(None, final, tokenizer, dest, provenance)
+        common.publish(None, final, tokenizer, dest, provenance)
         shutil.rmtree(run_dir, ignore_errors=True)
         del trainer, final, model
         try:
-            warning = measured(args, db, run_id, (from_name, from_path), (name, str(dest)),
-                               behaviour.plan(recipe, held_out), device, dest)
+            warning = common.measured(request, db, run_id, (from_name, from_path), (name, str(dest)),
+                                      behaviour.plan(recipe, held_out), device, dest)
         except behaviour.Cancelled:
-            runs.finish(db, run_id, "cancelled", error="cancelled while measuring the new model; nothing was registered")
             return f"run {run_id} cancelled"
-    summary = finish_run(args, db, run_id, name, dest, warning, selection="final weights")
+    summary = common.finish_run(request, db, run_id, name, dest, warning, selection="final weights")
     return f"run {run_id} done: {summary}"

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 
 from transformers import TrainerCallback
 
-from training import runs
+from lima.store import Busy, runs
 
 log = logging.getLogger("lima.train")
 
@@ -46,7 +45,7 @@ class DatabaseProgress(TrainerCallback):
                           logs.get("loss"), logs.get("learning_rate"), logs.get("grad_norm"), self._eta(state),
                           int(tokens) if tokens is not None else None,
                           logs.get("rewards/margins"))  # KTO and DPO: how far the chosen lead the rejected
-        except sqlite3.OperationalError as exc:  # a missed progress row must never stop the training
+        except Busy as exc:  # a missed progress row must never stop the training
             log.warning("progress of step %d not recorded: %s", state.global_step, exc)
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -15,7 +15,7 @@ from pathlib import Path
 from lima import home
 from lima.store import behaviour as store, connect
 from lima.store.behaviour import Measured
-from training import runs
+from lima.store import runs
 
 COLORS = {"parent": "#9aa5b1", "model": "#2f6fdf"}
 
@@ -108,28 +108,28 @@ def chart_path(run_id: str) -> Path:
     return home.runs_dir() / run_id / "behaviour.png"
 
 
-def describe(record: dict) -> str:
+def describe(record: runs.Run) -> str:
     """The run's record in a few lines."""
-    stage = record.get("stage") or "sft"
-    start = record.get("from_model") or record.get("base")
-    lines = [f"run {record['id']}: {record['status']} · {record['variant']} · {stage} · preset {record['preset']}",
-             f"started from {start}; {record['examples']} examples; step {record['step'] or 0}/"
-             f"{record['max_steps'] or '?'}" + (f"; loss {record['loss']:.3f}" if record["loss"] is not None else "")]
-    if record.get("model_name"):
-        lines.append(f"model {record['model_name']} -> {record['model_path']} ({record.get('selection') or ''})")
-    if record.get("error"):
-        lines.append(f"reason: {record['error']}")
-    if record.get("warning"):
-        lines.append(f"⚠ {record['warning']}")
+    stage = record.stage or "sft"
+    start = record.from_model or record.base
+    lines = [f"run {record.id}: {record.status} · {record.variant} · {stage} · preset {record.preset}",
+             f"started from {start}; {record.examples} examples; step {record.step or 0}/"
+             f"{record.max_steps or '?'}" + (f"; loss {record.loss:.3f}" if record.loss is not None else "")]
+    if record.model_name:
+        lines.append(f"model {record.model_name} -> {record.model_path} ({record.selection or ''})")
+    if record.error:
+        lines.append(f"reason: {record.error}")
+    if record.warning:
+        lines.append(f"⚠ {record.warning}")
     return "\n".join(lines)
 
 
 def main(args) -> int:
     db = connect()
-    if db["runs"].count_where("id = ?", [args.run_id]) == 0:
+    record = runs.find(db, args.run_id)
+    if record is None:
         print(f"lima runs show: there is no run {args.run_id} (see `lima runs list`)", file=sys.stderr)
         return 1
-    record = runs.get(db, args.run_id)
     print(describe(record))
     measured = store.for_run(db, args.run_id)
     if not measured:

@@ -24,7 +24,7 @@ import torch
 from evaluation.judge import Judge
 from lima.chat_format import stop_token_ids
 from lima.repetition_penalty import ExemptStopsPenalty
-from lima.store import utcnow
+from lima.store import runs
 
 log = logging.getLogger("lima.selection")
 
@@ -77,10 +77,8 @@ def select(db, run_id: str, candidates: list[Candidate], load, checkpoints, deco
                 score, raw = judge.helpfulness(prompt["prompt"], output) if judge else (None, None)
                 if score is not None:
                     scores.append(score)
-                db["dev_generations"].insert({
-                    "run_id": run_id, "checkpoint": candidate.path.name, "epoch": candidate.epoch,
-                    "prompt_id": prompt["id"], "prompt": prompt["prompt"], "output": output,
-                    "judge_score": score, "judge_raw": raw, "created": utcnow()})
+                runs.add_dev_generation(db, runs.DevGeneration(
+                    run_id, candidate.path.name, candidate.epoch, prompt["id"], prompt["prompt"], output, score, raw))
             candidate.mean_score = sum(scores) / len(scores) if scores else None
             log.info("epoch %d: %d dev answers, judge mean %s", candidate.epoch, len(outputs), candidate.mean_score)
     judged = [c for c in candidates if c.mean_score is not None]

@@ -4,6 +4,10 @@ One GPU, two jobs: when the run trains on a GPU the service also uses, the servi
 (vLLM sleep mode: weights to host memory, KV cache freed; the transformers engine moves its models
 to the CPU) and woken when the run ends, however it ends. Chat requests in between get a clear
 "model is retraining" answer. With separate GPUs (CUDA_VISIBLE_DEVICES differs) nothing pauses.
+
+Every call goes through ``lima.service_client.ServiceClient`` with the key from ``LIMA_API_KEY``
+(the workbench hands its session key to its runs there), so a password-protected service accepts
+the new model.
 """
 
 from __future__ import annotations
@@ -13,9 +17,14 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+from lima.service_client import ServiceClient, ServiceProblem
 
 log = logging.getLogger("lima.train")
+
+
+def client(url: str) -> ServiceClient:
+    """The service at ``url``, with the key this process was given (``LIMA_API_KEY``)."""
+    return ServiceClient(url, os.environ.get("LIMA_API_KEY"))
 
 
 def visible_gpus() -> str:
@@ -33,8 +42,8 @@ def overlaps(theirs: str, ours: str) -> bool:
 
 def service_gpus(url: str) -> str | None:
     try:
-        return httpx.get(url.rstrip("/") + "/health", timeout=10).json().get("gpus", "none")
-    except (httpx.HTTPError, ValueError):
+        return client(url).health().get("gpus", "none")
+    except ServiceProblem:
         return None
 
 
@@ -48,25 +57,24 @@ def paused(url: str | None, mode: str, training_on_gpu: bool):
                                       and overlaps(theirs, visible_gpus()))
     if should:
         log.info("pausing the service at %s while training", url)
-        response = httpx.post(url.rstrip("/") + "/admin/sleep", timeout=300)
-        response.raise_for_status()
+        client(url).sleep()
     try:
         yield should
     finally:
         if should:
             try:
-                httpx.post(url.rstrip("/") + "/admin/wake", timeout=900).raise_for_status()
+                client(url).wake()
                 log.info("the service at %s is serving again", url)
-            except httpx.HTTPError as exc:  # the run's own outcome matters more; say what to do
+            except ServiceProblem as exc:  # the run's own outcome matters more; say what to do
                 log.error("could not wake the service at %s (%s): restart `lima serve`", url, exc)
 
 
 def notify(url: str, name: str, path: Path) -> str:
     """Ask the service to (re)load ``name`` from ``path``; a sentence about the outcome."""
     try:
-        response = httpx.post(url.rstrip("/") + "/admin/models", json={"name": name, "path": str(path)}, timeout=900)
-    except httpx.HTTPError as exc:
-        return f"registered; the service at {url} could not be reached ({exc}), it will serve the model at its next start"
-    if response.status_code != 200:
-        return f"registered; the service at {url} refused it: {response.text[:300]}"
+        client(url).load_model(name, str(path))
+    except ServiceProblem as problem:
+        if problem.kind == "down":
+            return f"registered; {problem} It will serve the model at its next start."
+        return f"registered; the service at {url} refused it: {problem}"
     return f"now served as '{name}' by {url}"

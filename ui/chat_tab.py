@@ -94,7 +94,7 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
                 yield "", *shown(chat)
         except ServiceProblem as problem:
             gr.Warning(str(problem))
-            keep = text if not chat.messages or chat.messages[-1]["role"] != "user" else ""
+            keep = text if not chat.turns or chat.turns[-1].role != "user" else ""
             yield keep, *shown(chat, "the reply failed; press Retry reply" if conv.needs_reply(chat) else "")
 
     def on_retry(chat, model_name, t, p, r, n):
@@ -122,17 +122,18 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
     def on_edit(chat, rater_name, data: gr.EditData, request: gr.Request):
         index = rating.message_index(data)
         new_text = text_of(data.value)
-        if not (0 <= index < len(chat.messages)):
+        if not (0 <= index < len(chat.turns)):
             return shown(chat)
-        if chat.messages[index]["role"] != "assistant":
+        turn = chat.turns[index]
+        if turn.role != "assistant":
             gr.Warning("User turns stay as they were sent; start a new conversation to ask differently.")
             return shown(chat)
         try:
-            chatlog.rewrite(connect(), chat.turn_ids[index], new_text, rater_of(rater_name, request))
+            chatlog.rewrite(connect(), turn.id, new_text, rater_of(rater_name, request))
         except chatlog.LogError as exc:
             gr.Warning(f"Rewrite not saved: {exc}")
             return shown(chat)
-        chat.messages[index]["content"] = new_text
+        turn.content = new_text
         return shown(chat, f"turn {index} rewritten · original kept")
 
     chatbot.edit(on_edit, [chat_state, rater], chat_outputs)

@@ -149,15 +149,15 @@ def build(client: ServiceClient) -> dict:
             return (gr.update(open=False), "No KTO or DPO run yet: rate replies, then learn from them in the "
                     "Retrain tab.", gr.update(choices=[], value=None), None)
         db = connect()
-        ids = (run.get("rating_ids") or {}).get("fail_conversations") or []
+        ids = (run.rating_ids or {}).get("fail_conversations") or []
         titles = [(f"{c['title'] or c['id']} · {c['model']}", c["id"])
                   for c in (chatlog.conversation(db, i) for i in ids) if c]
-        note = (f"**{run['from_model']}** (before) vs **{run['model_name']}** (after: run `{run['id']}`, "
-                f"{run['stage'].upper()} on {run['examples']} row{'s' * (run['examples'] != 1)}). "
+        note = (f"**{run.from_model}** (before) vs **{run.model_name}** (after: run `{run.id}`, "
+                f"{run.stage.upper()} on {run.examples} row{'s' * (run.examples != 1)}). "
                 f"{len(titles)} conversation{' has' if len(titles) == 1 else 's have'} a reply rated Fail: open one "
                 "to send its messages to both and see whether it learnt.")
         return (gr.update(open=True), note, gr.update(choices=titles, value=titles[0][1] if titles else None),
-                (run["from_model"], run["model_name"]))
+                (run.from_model, run.model_name))
 
     def on_proof(conversation_id, models, request: gr.Request):
         if not models or not conversation_id:

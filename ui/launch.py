@@ -20,15 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-from lima import children
+from lima import children, service_child
 from lima.hosts import free_port, is_loopback, port_free
 from lima.service_client import SERVICE, ServiceClient, ServiceProblem
 from lima.store import chatlog, connect
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface for the UI (default: localhost only)")
@@ -64,35 +61,14 @@ def service_port(wanted: int) -> int:
     return port
 
 
-def start_service(port: int, serve_args: list[str], api_key: str | None = None,
-                  log: Path | None = None, timeout: float = 120):
-    """`lima serve` as a child on ``port``, returned once its own /health answers (it answers while
-    its models still load). Its output goes to ``log`` or to this terminal, where the first run's
-    progress shows. The key travels in the environment, where `ps` does not show it."""
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "lima.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *serve_args]
-    env = {**os.environ, **({"LIMA_API_KEY": api_key} if api_key else {})}
-    out = open(log, "wb") if log else None
-    process = children.spawn(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
-    client = ServiceClient(url, api_key)
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise Refused(f"the chat service exited with code {process.returncode}; see above")
-        try:
-            health = client.health()
-        except ServiceProblem:
-            health = None
-        if health is not None:
-            if health.get("pid") != process.pid:
-                children.stop(process)
-                raise Refused(f"something other than the service this session started answers on port {port} "
-                              f"(pid {health.get('pid')}, not {process.pid}); not using it")
-            return process, url
-        if time.monotonic() > deadline:
-            children.stop(process)
-            raise Refused(f"the chat service did not answer on port {port} within {timeout:.0f} s")
-        time.sleep(0.25)
+def start_service(port: int, serve_args: list[str], api_key: str | None = None) -> str:
+    """`lima serve` as a child on ``port`` (``lima.service_child``), returned once its own /health
+    answers: it answers while its models still load, and the page says so. Its output goes to this
+    terminal, where the first run's progress shows. Returns its URL."""
+    try:
+        return service_child.start(serve_args, port, api_key, timeout=120).url
+    except service_child.ServiceStartError as exc:
+        raise Refused(str(exc)) from None
 
 
 def check_service(url: str, api_key: str | None) -> None:
@@ -138,7 +114,7 @@ def main(args) -> int:
                 serve_args += ["--engine", args.engine]
             if args.base_model:
                 serve_args += ["--base-model", args.base_model]
-            _, url = start_service(service_port(args.service_port), serve_args, api_key)
+            url = start_service(service_port(args.service_port), serve_args, api_key)
         auth = (lambda user, password: bool(user) and password == args.password) if args.password else None
         app = build_app(url, api_key)
         app.queue(default_concurrency_limit=16)

@@ -34,13 +34,13 @@ def rate(chat: conv.Chat, data: gr.LikeData, rater: str | None) -> tuple[conv.Ch
     returns the chat with its ratings updated and a sentence for the status line."""
     index = message_index(data)
     label = data.liked if isinstance(data.liked, str) and data.liked else None
+    turn = chat.turns[index] if 0 <= index < len(chat.turns) else None
     try:
-        turn_id = chat.turn_ids[index] if 0 <= index < len(chat.turn_ids) else None
-        if turn_id is None:
+        if turn is None or turn.id is None:
             raise chatlog.LogError(f"message {index} of this chat is not a saved turn")
-        chatlog.rate(connect(), turn_id, label, rater)
+        chatlog.rate(connect(), turn.id, label, rater)
     except chatlog.LogError as exc:
         gr.Warning(f"Rating not saved: {exc}")
         return chat, "rating not saved"
-    chat.ratings[sum(1 for m in chat.messages[: index + 1] if m["role"] == "assistant") - 1] = label
+    turn.rating = label
     return chat, f"turn {index} rated **{label or 'unrated'}** · saved"

@@ -45,12 +45,12 @@ def render_experiment():
     shot = experiments.snapshot(db, found)
     chart = None
     if not shot.judged.empty:
-        out = home.home() / "experiments" / found["id"]
+        out = home.home() / "experiments" / found.id
         out.mkdir(parents=True, exist_ok=True)
         chart = str(reports.draw(shot.judged, out / "ratings-live.png"))
-    header = (f"### Experiment `{found['id']}`: {found['status']}\n\n{stages_line(shot.progress)}\n\n"
-              + (f"⚠ {found['error']}\n\n" if found["error"] else ""))
-    return header + experiments.markdown(shot), chart, gr.Timer(active=found["status"] == "running")
+    header = (f"### Experiment `{found.id}`: {found.status}\n\n{stages_line(shot.progress)}\n\n"
+              + (f"⚠ {found.error}\n\n" if found.error else ""))
+    return header + experiments.markdown(shot), chart, gr.Timer(active=found.status == "running")
 
 
 def build() -> dict:

@@ -8,8 +8,8 @@ Everything about training goes through ``training.launcher``: the presets, what 
 learn, the process and its records. This tab polls the records once a second to draw a progress
 bar, step/epoch/ETA, the loss curve and the run history, with each run's model beside the one it
 came from (``training/behaviour.py``): two columns in the history, and for the run picked (the
-newest measured one by default) the figures and a chart; a warning where the new model is worse. A second start while a run is going is
-refused; a failed run shows its reason and chat keeps working.
+newest measured one by default) the figures and a chart; a warning where the new model is worse.
+A second start while a run is going is refused; a failed run shows its reason and chat keeps working.
 """
 
 from __future__ import annotations
@@ -21,28 +21,29 @@ import gradio as gr
 import pandas as pd
 
 from dialogues.preferences import STAGES, Filters
+from lima.store import runs
 from training import launcher
 from ui import pickers
 
 
-def progress_html(run: dict | None, speed: float | None = None) -> str:
+def progress_html(run: runs.Run | None, speed: float | None = None) -> str:
     if run is None:
         return "<div id='train-progress'>No training run yet.</div>"
-    step, total = run["step"] or 0, run["max_steps"] or 0
-    percent = 100 if run["status"] == "done" else (100 * step / total if total else 0)
-    eta = f" · ETA {int(run['eta_seconds'] // 60)} min {int(run['eta_seconds'] % 60)} s" \
-        if run["status"] == "running" and run["eta_seconds"] else ""
-    epoch = f" · epoch {run['epoch']:.2f}" if run["epoch"] is not None else ""
-    loss = f" · loss {run['loss']:.3f}" if run["loss"] is not None else ""
+    step, total = run.step or 0, run.max_steps or 0
+    percent = 100 if run.status == "done" else (100 * step / total if total else 0)
+    eta = f" · ETA {int(run.eta_seconds // 60)} min {int(run.eta_seconds % 60)} s" \
+        if run.status == "running" and run.eta_seconds else ""
+    epoch = f" · epoch {run.epoch:.2f}" if run.epoch is not None else ""
+    loss = f" · loss {run.loss:.3f}" if run.loss is not None else ""
     loss += f" · {speed:.0f} tokens/s" if speed else ""
-    detail = run["error"] if run["status"] in ("failed", "cancelled") else (run["model_path"] or "")
-    if run["status"] == "running" and run.get("activity"):  # after the last step: measuring the new model
-        detail = run["activity"]
-    if run.get("warning"):
-        detail += f"<div class='run-warning'>⚠ {html.escape(run['warning'])}</div>"
-    return (f"<div id='train-progress' data-status='{run['status']}' data-step='{step}' data-total='{total}'>"
+    detail = run.error if run.status in ("failed", "cancelled") else (run.model_path or "")
+    if run.status == "running" and run.activity:  # after the last step: measuring the new model
+        detail = run.activity
+    if run.warning:
+        detail += f"<div class='run-warning'>⚠ {html.escape(run.warning)}</div>"
+    return (f"<div id='train-progress' data-status='{run.status}' data-step='{step}' data-total='{total}'>"
             f"<progress value='{percent:.1f}' max='100' style='width:100%;height:1.2em'></progress>"
-            f"<div><b>{run['status']}</b> · run {run['id']} · step {step}/{total or '?'}{epoch}{loss}{eta}</div>"
+            f"<div><b>{run.status}</b> · run {run.id} · step {step}/{total or '?'}{epoch}{loss}{eta}</div>"
             f"<div>{detail}</div></div>")
 
 
@@ -152,17 +153,17 @@ def build(service_url: str, api_key: str | None = None) -> dict:
         failure = trainer.startup_failure(now.latest)
         note = f"⚠ training did not start: {failure}" if failure else gr.update()
         points = pd.DataFrame(now.losses, columns=["step", "epoch", "loss", "learning_rate", "reward_margin"])
-        preference = bool(now.latest and now.latest.get("stage") in STAGES)
+        preference = bool(now.latest and now.latest.stage in STAGES)
         margins = points.dropna(subset=["reward_margin"])[["step", "reward_margin"]]
         margin_update = gr.update(value=margins, visible=preference and len(margins) > 0)
-        table = pd.DataFrame([{"run": r["id"], "status": r["status"], "variant": r["variant"],
-                               "stage": r.get("stage") or "sft", "preset": r["preset"],
-                               "examples": r["examples"], "step": f"{r['step'] or 0}/{r['max_steps'] or '?'}",
-                               "loss": round(r["loss"], 3) if r["loss"] is not None else None,
-                               **figures_cells(now.behaviour.get(r["id"], {})),
-                               "warning": f"⚠ {r['warning']}" if r.get("warning") else "",
-                               "result": r["error"] or r["model_path"] or ""} for r in now.recent])
-        measured = [r["id"] for r in now.recent if "model" in now.behaviour.get(r["id"], {})]
+        table = pd.DataFrame([{"run": r.id, "status": r.status, "variant": r.variant,
+                               "stage": r.stage or "sft", "preset": r.preset,
+                               "examples": r.examples, "step": f"{r.step or 0}/{r.max_steps or '?'}",
+                               "loss": round(r.loss, 3) if r.loss is not None else None,
+                               **figures_cells(now.behaviour.get(r.id, {})),
+                               "warning": f"⚠ {r.warning}" if r.warning else "",
+                               "result": r.error or r.model_path or ""} for r in now.recent])
+        measured = [r.id for r in now.recent if "model" in now.behaviour.get(r.id, {})]
         # a run that has just been measured is shown at once; otherwise the person's choice stays
         runs_update = gr.update(choices=measured, value=measured[0]) if measured != known else gr.update()
         points = points[["step", "epoch", "loss", "learning_rate"]]

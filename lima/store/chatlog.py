@@ -69,6 +69,11 @@ def _assistant_turn(db: Database, turn_id) -> dict:
 JUDGE = "judge:"  # a judge's rater name is "judge:<model>"; a person's never starts so
 
 
+def turn(db: Database, turn_id: int) -> dict:
+    """One turn as logged."""
+    return db["turns"].get(turn_id)
+
+
 def current_rating(db: Database, turn_id: int) -> str | None:
     row = db.execute("select label from current_ratings where turn_id = ?", [turn_id]).fetchone()
     return row[0] if row else None

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 from tests.helpers.server import free_port, wait_for
+from lima.children import lima_command
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Without these, chromium keeps trying to reach Google's hosts, which this network refuses.
@@ -24,7 +24,7 @@ def studio(home: Path, serve_args: list[str], env: dict | None = None, timeout: 
     """`lima up` with its own service; yields the UI's URL."""
     port, service_port = free_port(), free_port()
     log = home / "up.log"
-    cmd = [sys.executable, "-m", "lima.cli", "up", "--port", str(port), "--service-port", str(service_port),
+    cmd = [*lima_command(), "up", "--port", str(port), "--service-port", str(service_port),
            *up_args, "--", *serve_args]
     environment = {**os.environ, "LIMA_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     with open(log, "wb") as out:

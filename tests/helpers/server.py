@@ -1,10 +1,9 @@
-"""Start the real `lima serve` in a subprocess on a free port and wait until it answers."""
+"""Start the real `lima serve` on a free port and wait until it answers; wait for a URL to answer."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from lima.hosts import free_port  # noqa: F401 - the tests' free ports come from here
+from lima import service_child
 
 
 def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
@@ -30,19 +30,13 @@ def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 18
 
 
 @contextmanager
-def running(args: list[str], health_path: str, log: Path, env: dict | None = None, timeout: float = 180):
-    """Run ``python -m lima.cli <args> --port P``; yields the base URL."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "lima.cli", *args, "--port", str(port)]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    base = f"http://127.0.0.1:{port}"
+def serving(serve_args: list[str], log: Path, env: dict | None = None, timeout: float = 180,
+            api_key: str | None = None):
+    """`lima serve SERVE_ARGS` on a free port through the product's own starter
+    (``lima.service_child``), once every model has loaded; yields its base URL."""
+    service = service_child.start(serve_args, log=log, until="loaded", timeout=timeout, api_key=api_key,
+                                  env={**os.environ, **(env or {})})
     try:
-        wait_for(base + health_path, process, log, timeout)
-        yield base
+        yield service.url
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        service.stop()

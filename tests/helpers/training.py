@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -49,17 +48,16 @@ def tiny_preset(base: Path) -> dict:
 
 
 def train_args(base: Path, lima: Path, variant: str = "dialogue", chains: str = "project", extra=(), **kw):
-    return argparse.Namespace(variant=variant, preset="cpu-demo", lima=str(lima), chains=chains, base=str(base),
-                              max_steps=kw.get("max_steps"), lora=kw.get("lora"), set=[*TINY, *extra],
-                              service_url=kw.get("service_url"), judge_url=kw.get("judge_url"),
-                              judge_model=kw.get("judge_model"), pause_service=kw.get("pause_service", "auto"))
+    """`lima train --variant VARIANT` on the TINY recipe, as a request."""
+    from training.request import TrainRequest
+
+    return TrainRequest(variant=variant, preset="cpu-demo", lima=str(lima), chains=chains, base=str(base),
+                        overrides=[*TINY, *extra], **kw)
 
 
 def stage_args(stage: str, extra=(), **kw):
     """`lima train --variant dialogue --stage STAGE` on the TINY recipe (from the registered lima-dialogue)."""
-    return argparse.Namespace(variant="dialogue", preset="cpu-demo", set=[*TINY, f"{stage}.bf16=false", *extra],
-                              max_steps=kw.get("max_steps"), lora=kw.get("lora"), service_url=kw.get("service_url"),
-                              pause_service="auto",
-                              stage=stage, from_model=kw.get("from_model"), models=kw.get("models"),
-                              raters=kw.get("raters"), openers_only=False, since=None,
-                              expect_sha256=kw.get("expect_sha256"))
+    from training.request import TrainRequest
+
+    return TrainRequest(variant="dialogue", preset="cpu-demo", overrides=[*TINY, f"{stage}.bf16=false", *extra],
+                        stage=stage, **kw)

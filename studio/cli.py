@@ -1,4 +1,8 @@
-"""The `lima` command. Each subcommand is a thin door into the module that does the work."""
+"""The `lima` command. Each subcommand is a thin door into the module that does the work.
+
+It lives above every floor (``studio/``), so it may import any of them; nothing imports it. Other
+code starts a subcommand as a process with ``lima.children.lima_command``.
+"""
 
 from __future__ import annotations
 
@@ -34,19 +38,19 @@ def _models_list(args) -> int:
 
 def _runs_list(args) -> int:
     from lima.store import connect
-    from training import runs
+    from lima.store import runs
 
     for row in runs.history(connect(), args.limit):
-        progress = f"step {row['step'] or 0}/{row['max_steps'] or '?'}"
-        loss = f"loss {row['loss']:.3f}" if row["loss"] is not None else ""
-        print(f"{row['id']}\t{row['status']}\t{row['variant']}\t{row['preset']}\t{progress}\t{loss}\t"
-              f"{row['error'] or row['model_path'] or ''}" + (f"\t⚠ {row['warning']}" if row.get("warning") else ""))
+        progress = f"step {row.step or 0}/{row.max_steps or '?'}"
+        loss = f"loss {row.loss:.3f}" if row.loss is not None else ""
+        print(f"{row.id}\t{row.status}\t{row.variant}\t{row.preset}\t{progress}\t{loss}\t"
+              f"{row.error or row.model_path or ''}" + (f"\t⚠ {row.warning}" if row.warning else ""))
     return 0
 
 
 def _runs_cancel(args) -> int:
     from lima.store import connect
-    from training import runs
+    from lima.store import runs
 
     if not runs.request_cancel(connect(), args.run_id):
         print(f"lima runs cancel: run {args.run_id} is not running", file=sys.stderr)
