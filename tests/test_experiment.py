@@ -132,7 +132,7 @@ def test_the_table_is_exactly_what_the_judge_said(judge, registered_variants, tm
     text, chart, _ = render_experiment()
     table = [line for line in report.splitlines() if line.startswith("| ")]
     assert table and all(line in text for line in table)
-    assert "✓ report" in text and Path(chart).stat().st_size > 0
+    assert "✓ report" in text and chart is not None and min(chart.size) > 100  # the chart, as an image
     # and a person opening the Report tab sees the same numbers
     with studio(lima_home, ["--no-registry", "--model", f"base={tiny_base}", "--quantize", "none"]) as ui:
         page.goto(ui)

@@ -10,13 +10,14 @@ import gradio as gr
 from evaluation import experiment as experiments, report as reports
 from lima import home
 from lima.store import connect
+from ui import charts
 
 
 def render(openers_only: bool):
     built = reports.build(openers_only=openers_only)
     out = home.reports_dir() / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     md, chart = reports.write(built, out)
-    return reports.markdown(built, None), (str(chart) if chart else None), f"written to `{md}`"
+    return reports.markdown(built, None), charts.image(chart), f"written to `{md}`"
 
 
 def stages_line(progress: dict) -> str:
@@ -47,7 +48,7 @@ def render_experiment():
     if not shot.judged.empty:
         out = home.home() / "experiments" / found.id
         out.mkdir(parents=True, exist_ok=True)
-        chart = str(reports.draw(shot.judged, out / "ratings-live.png"))
+        chart = charts.image(reports.draw(shot.judged, out / "ratings-live.png"))
     header = (f"### Experiment `{found.id}`: {found.status}\n\n{stages_line(shot.progress)}\n\n"
               + (f"⚠ {found.error}\n\n" if found.error else ""))
     return header + experiments.markdown(shot), chart, gr.Timer(active=found.status == "running")

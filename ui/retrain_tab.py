@@ -23,7 +23,7 @@ import pandas as pd
 from dialogues.preferences import STAGES, Filters
 from lima.store import runs
 from training import launcher
-from ui import pickers
+from ui import charts, pickers
 
 
 def progress_html(run: runs.Run | None, speed: float | None = None) -> str:
@@ -130,7 +130,8 @@ def build(service_url: str, api_key: str | None = None) -> dict:
     def show_behaviour(run_id):
         if not run_id:
             return "", None
-        return launcher.behaviour_view(run_id)
+        table, chart = launcher.behaviour_view(run_id)
+        return table, charts.image(chart)
 
     behaviour_run.change(show_behaviour, behaviour_run, [behaviour_table, behaviour_chart])
 

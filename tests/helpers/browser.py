@@ -26,7 +26,13 @@ def studio(home: Path, serve_args: list[str], env: dict | None = None, timeout: 
     log = home / "up.log"
     cmd = [*lima_command(), "up", "--port", str(port), "--service-port", str(service_port),
            *up_args, "--", *serve_args]
-    environment = {**os.environ, "LIMA_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    # The app's temp folder apart from LIMA_HOME, as for a person whose state is ~/.lima-studio:
+    # Gradio serves files only from the working directory and the temp folder, and a test whose
+    # state sits in the temp folder would not see a chart the page cannot show.
+    app_tmp = home / "app-tmp"
+    app_tmp.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, "LIMA_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False",
+                   "TMPDIR": str(app_tmp), **(env or {})}
     with open(log, "wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=environment,
                                    start_new_session=True)
