@@ -12,12 +12,17 @@ figures (``training/behaviour.py``: replies that end by themselves over the deve
 the opener conversations, median and 90th percentile length, loops, P(end of turn) and P(EOT) at the
 end of held-out reference answers), with the time each run took (the first one also measures the
 base; the others reuse that).
+
+One seed of 40 sampled replies moves the share that ends by ten points either way, so
+``--seeds 1 2`` holds the same prompts again with those seeds, with the base and every new model,
+and prints the shares over all seeds (and on the opener conversations alone) beside the first.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +61,8 @@ def main() -> int:
     parser.add_argument("--lima", default=os.environ.get("LIMA_DATASET"))
     parser.add_argument("--home", help="state folder for the runs (default: a new temporary one)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more recipe overrides")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[],
+                        help="more behaviour seeds: each model holds the prompts again with each (noise)")
     args = parser.parse_args()
     if not args.lima:
         parser.error("give --lima or set LIMA_DATASET to LIMA's train.jsonl")
@@ -105,7 +112,37 @@ def main() -> int:
         print(f"\n{results[0][3]['model'].figures.replies} replies per model at most "
               f"{results[0][3]['model'].figures.max_new_tokens} new tokens; "
               f"{results[0][3]['model'].figures.references} held-out reference turns")
+    if results and args.seeds:
+        print(more_seeds(args, results, connect()))
     return 0
+
+
+def more_seeds(args, results, db) -> str:
+    """The base and each new model hold the run's prompts again with each of ``args.seeds``; a table
+    of the shares that ended over every seed, the first (the run's own) included."""
+    from lima.store import behaviour as store
+    from training import behaviour, recipe as recipes
+
+    first = results[0][3]
+    models = [("base", first["parent"])] + [(init, measured["model"]) for init, _, _, measured, *_ in results]
+    recipe = recipes.load(args.preset, args.set)
+    seeds = [recipe.lima.behaviour.seed, *args.seeds]
+    lines = [f"\n| model | ended, seeds {', '.join(map(str, seeds))} | all seeds | opener conversations | median tokens |",
+             "|---|---|---|---|---|"]
+    for name, measured in models:
+        rounds = [store.replies(db, measured)]
+        for seed in args.seeds:
+            the_plan = behaviour.plan(recipe, [])
+            the_plan.seed = seed
+            rounds.append(behaviour.measure(name, measured.path, the_plan, "cpu")[1])
+        every = [r for replies in rounds for r in replies]
+        openers = [r for r in every if r.source == "opener"]
+        medians = [statistics.median(r.tokens for r in replies) for replies in rounds]
+        lines.append(f"| {name} | {' / '.join(f'{sum(r.ended for r in rs) / len(rs):.0%}' for rs in rounds)} | "
+                     f"{sum(r.ended for r in every)} of {len(every)} ({sum(r.ended for r in every) / len(every):.0%}) | "
+                     f"{sum(r.ended for r in openers)} of {len(openers)} | "
+                     f"{' / '.join(f'{m:.0f}' for m in medians)} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

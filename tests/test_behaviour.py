@@ -68,3 +68,38 @@ def test_measurements_are_stored_per_run_and_a_parent_is_found_again(tiny_base):
     assert store.find(db, "/models/base", "key-a").measured_in == "run-1"  # a reuse is not a measurement
     both = store.for_runs(db, ["run-1", "run-2"])
     assert set(both["run-1"]) == {"parent", "model"} and both["run-1"]["model"].figures.ended == 0.5
+
+
+@pytest.mark.parametrize("which", ["tiny_base", "tiny_variant"])  # its own template; LIMA's with EOT
+def test_end_probabilities_read_every_turn_end_of_a_conversation_in_one_pass(which, request):
+    """One forward pass per conversation gives what a pass per turn gives, and a turn past the
+    token limit ends the conversation's reading."""
+    import torch
+
+    from dialogues.schema import Example
+    from lima import chat_format
+    from service.engines.transformers_engine import load_model
+    from tests.helpers.training import QUESTIONS
+
+    model, tokenizer = load_model("m", str(request.getfixturevalue(which)), "cpu", torch.float32)
+    chains = [Example(id=f"chain-{i}", source="project", messages=[
+        {"role": "user", "content": q}, {"role": "assistant", "content": f"first, the quick brown fox {i}."},
+        {"role": "user", "content": "thanks, what then?"}, {"role": "assistant", "content": "then check the result."}])
+        for i, q in enumerate(QUESTIONS[:3])]
+    stops = sorted(chat_format.stop_token_ids(model, tokenizer))
+    expected, lengths = [], []
+    for chain in chains:
+        messages = chain.as_openai()
+        for k in (1, 3):
+            text = tokenizer.apply_chat_template(messages[:k], add_generation_prompt=True, tokenize=False)
+            ids = tokenizer(text + messages[k]["content"], add_special_tokens=False).input_ids
+            lengths.append(len(ids))
+            with torch.inference_mode():
+                expected.append(float(model(torch.tensor([ids])).logits[0, -1].softmax(-1)[stops].sum()))
+    got = behaviour.end_probabilities(model, tokenizer, chains, 4096)
+    assert [p for p, _ in got] == pytest.approx(expected, rel=1e-4)
+    assert all((e is None) == (which == "tiny_base") for _, e in got)
+    limit = max(lengths[::2])
+    assert limit < min(lengths[1::2])
+    first_turns = behaviour.end_probabilities(model, tokenizer, chains, limit)  # every second turn is longer
+    assert [p for p, _ in first_turns] == pytest.approx(expected[::2], rel=1e-4)

@@ -88,3 +88,39 @@ def test_a_model_that_learnt_to_ramble_is_registered_with_a_warning(tiny_base, t
     assert f"lima-zero-shot\t{record.model_path}\t⚠ worse than base: ends" in capsys.readouterr().out
     cli.main(["runs", "list"])
     assert "⚠ worse than base" in capsys.readouterr().out
+
+
+def test_a_cancel_while_measuring_stops_the_measurement_and_registers_nothing(tiny_base, tmp_path, lima_home):
+    """The measurement runs in a process of its own: SIGTERM to `lima train` while it measures
+    (the workbench's stop) is a cancel it obeys, and no process of the run is left behind."""
+    import subprocess
+    import time
+
+    import psutil
+
+    from lima.children import lima_command
+    from tests.helpers.training import TINY
+
+    lima = write_lima(tmp_path / "lima.jsonl")
+    long = ["lima.behaviour.dev_prompts=50", "lima.behaviour.openers=10", "lima.behaviour.follow_ups=3",
+            "lima.behaviour.max_new_tokens=2000", "lima.behaviour.max_batch=1", "lima.behaviour.references=0"]
+    process = subprocess.Popen([*lima_command(), "train", "--variant", "zero-shot", "--lima", str(lima),
+                                "--base", str(tiny_base), *[f"--set={s}" for s in [*TINY, *long]]],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    db = connect()
+    deadline, run = time.monotonic() + 300, None
+    while time.monotonic() < deadline and process.poll() is None:
+        history = runs.history(db)
+        run = history[0] if history else None
+        if run and (run.activity or "").startswith("measuring"):
+            break
+        time.sleep(0.2)
+    assert run is not None and (run.activity or "").startswith("measuring"), process.communicate()[0][-3000:]
+    family = psutil.Process(process.pid).children(recursive=True)
+    assert family  # the measurement's own process
+    process.terminate()
+    output = process.communicate(timeout=120)[0]
+    record = runs.get(db, run.id)
+    assert record.status == "cancelled" and "while measuring" in record.error, output[-3000:]
+    assert registered(db) == {} and not list((lima_home / "models").glob("zero-shot-*"))
+    assert psutil.wait_procs(family, timeout=30)[1] == []  # none alive

@@ -1,7 +1,7 @@
 """`lima train`: train a LIMA variant with TRL's SFTTrainer, or, with ``--stage kto|dpo``, learn on top
 of a model from the ratings themselves.
 
-    lima train --variant dialogue --preset cpu-demo                       # CPU, about 10 minutes
+    lima train --variant dialogue --preset cpu-demo                       # CPU, about 9 minutes
     lima train --variant dialogue --stage kto                             # learn from the ratings
     lima train --variant dialogue --stage kto --from base                 # ... on top of the base
     lima train --variant zero-shot --preset lima-paper --base Qwen/Qwen2.5-7B --lima GAIR/lima
