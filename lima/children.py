@@ -2,9 +2,10 @@
 
 A parent starts each child with ``spawn``: the child gets its own process group (a signal to the
 group also reaches the workers it forks) and learns its parent's pid from ``LIMA_PARENT_PID``.
-``stop_all`` ends every child still running (SIGTERM to its group, SIGKILL if it lingers);
-``signals_exit`` turns SIGTERM and SIGHUP (what systemd, Docker and a closing terminal send) into
-``SystemExit``, so the parent's ``finally`` blocks, and so ``stop_all``, run as they do on Ctrl+C.
+``stop_all`` ends every child still running (SIGTERM to its group, SIGKILL if it lingers past a
+few seconds, so a parent told to stop is gone within about ten even on a busy machine);
+``signals_exit`` turns SIGTERM and SIGHUP (what systemd, Docker and a closing terminal send), and
+optionally SIGINT, into ``SystemExit``, so the parent's ``finally`` blocks, and so ``stop_all``, run.
 
 A parent killed with SIGKILL runs nothing; its children call ``exit_with_parent`` at start, which
 watches the parent and sends the child SIGTERM when it is gone, so the child's own clean shutdown
@@ -56,8 +57,15 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> None:
             _children.remove(process)
 
 
-def stop_all(timeout: float = 20) -> None:
-    """Stop every child ``spawn`` started that is still running: all asked at once, then waited for."""
+# How long children get to end on SIGTERM before SIGKILL. A service ends in about 2 s (4 s with two
+# busy processes beside it, measured); a training run ends at its next step, which on a CPU may be
+# longer: it is then killed, and its record says so (``runs.close_vanished``).
+STOP_GRACE_S = 6.0
+
+
+def stop_all(timeout: float = STOP_GRACE_S) -> list[int]:
+    """Stop every child ``spawn`` started that is still running: all asked at once, then waited for.
+    Returns the pids of those that had to be killed."""
     with _lock:
         running = [p for p in _children if p.poll() is None]
     for process in running:
@@ -66,22 +74,25 @@ def stop_all(timeout: float = 20) -> None:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + timeout
+    killed = []
     for process in running:
         try:
             process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            pass
+            killed.append(process.pid)
         stop(process, timeout=0.1)
+    return killed
 
 
 def _exit(signum, _frame):
     raise SystemExit(128 + signum)
 
 
-def signals_exit() -> None:
-    """SIGTERM and SIGHUP raise SystemExit (exit status 128 + the signal) in the main thread, so
-    cleanup in ``finally`` runs; SIGINT keeps Python's KeyboardInterrupt, which does the same."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+def signals_exit(interrupt: bool = False) -> None:
+    """SIGTERM and SIGHUP (and SIGINT with ``interrupt``) raise SystemExit (exit status 128 + the
+    signal) in the main thread, so cleanup in ``finally`` runs. Without ``interrupt`` SIGINT keeps
+    Python's KeyboardInterrupt, which does the same unless a library catches it on its own way out."""
+    for signum in (signal.SIGTERM, signal.SIGHUP, *([signal.SIGINT] if interrupt else [])):
         signal.signal(signum, _exit)
 
 

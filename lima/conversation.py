@@ -18,6 +18,8 @@ from lima.service_client import ServiceClient, ServiceProblem
 
 MAX_MESSAGE_CHARS = int(os.environ.get("LIMA_MAX_MESSAGE_CHARS", "50000"))
 SAVE_EVERY_S = 0.5
+# A message sent while the service still loads its model waits for it (the page says so) this long.
+WAIT_LOADING_S = float(os.environ.get("LIMA_WAIT_LOADING_S", "600"))
 
 
 @dataclass
@@ -28,6 +30,11 @@ class Turn:
     content: str  # a rewrite in place of the original reply: what the model sees next
     id: int | None = None
     rating: str | None = None
+    status: str = "complete"  # the log's: streaming | complete | interrupted (cut short)
+
+    @property
+    def cut_short(self) -> bool:
+        return self.role == "assistant" and self.status == "interrupted"
 
 
 @dataclass
@@ -36,6 +43,7 @@ class Chat:
 
     conversation_id: str | None = None
     turns: list[Turn] = field(default_factory=list)
+    waiting: str = ""  # while the service still loads the model: its sentence (shown, never logged)
 
     @property
     def messages(self) -> list[dict]:
@@ -72,7 +80,9 @@ def load(conversation_id: str | None) -> Chat:
     for turn in found["turns"]:
         assistant = turn["role"] == "assistant"
         chat.turns.append(Turn(turn["role"], turn["rewrite"] if assistant and turn["rewrite"] else turn["content"],
-                               turn["id"], turn["rating"] if assistant else None))
+                               turn["id"], turn["rating"] if assistant else None,
+                               # a person's rewrite makes a cut-short reply whole
+                               "complete" if assistant and turn["rewrite"] else turn["status"] or "complete"))
     return chat
 
 
@@ -94,15 +104,23 @@ def send(client: ServiceClient, chat: Chat, text: str, model: str, rater: str | 
 
 
 def reply(client: ServiceClient, chat: Chat, model: str, **params) -> Iterator[Chat]:
-    """Answer the last user turn (also used to retry after a failure)."""
+    """Answer the last user turn (also used to retry after a failure). A reply that was cut short
+    (a failure mid-stream, a killed process) is answered anew: the new reply takes its place once
+    it starts, and the log keeps the cut-short one, marked ``replaced``."""
     db = connect()
-    request = openai_messages(chat)
+    replacing = chat.turns[-1] if chat.turns and chat.turns[-1].cut_short else None
+    request = openai_messages(chat)[:-1] if replacing else openai_messages(chat)
     turn_id, text, saved_at = None, "", 0.0
     try:
-        for event in client.stream(model, request, **params):
+        for event in client.stream(model, request, wait_loading=WAIT_LOADING_S, **params):
+            chat.waiting = event.waiting
+            if event.waiting:
+                yield chat
+                continue
             if event.done:
                 if turn_id is None:  # an empty reply is still a turn
-                    turn_id = _start_turn(db, chat, model, params, "")
+                    turn_id = _start_turn(db, chat, model, params, "", replacing)
+                chat.turns[-1].status = "complete"
                 chatlog.update_turn(db, turn_id, content=text, status="complete", finish_reason=event.finish_reason,
                                     prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
                                     first_token_ms=event.first_token_ms, latency_ms=event.latency_ms)
@@ -110,28 +128,31 @@ def reply(client: ServiceClient, chat: Chat, model: str, **params) -> Iterator[C
                 return
             text += event.text
             if turn_id is None:
-                turn_id = _start_turn(db, chat, model, params, text)
+                turn_id = _start_turn(db, chat, model, params, text, replacing)
             chat.turns[-1].content = text
             if time.monotonic() - saved_at > SAVE_EVERY_S:
                 chatlog.update_turn(db, turn_id, content=text)
                 saved_at = time.monotonic()
             yield chat
-    except ServiceProblem:
+    except (ServiceProblem, GeneratorExit):  # a failure, or the browser went away mid-stream
         if turn_id is not None:  # keep what was shown, marked as cut short
+            chat.turns[-1].status = "interrupted"
             chatlog.update_turn(db, turn_id, content=text, status="interrupted")
         raise
-    except GeneratorExit:  # the browser went away mid-stream
-        if turn_id is not None:
-            chatlog.update_turn(db, turn_id, content=text, status="interrupted")
-        raise
+    finally:
+        chat.waiting = ""
 
 
-def _start_turn(db, chat: Chat, model: str, params: dict, text: str) -> int:
+def _start_turn(db, chat: Chat, model: str, params: dict, text: str, replacing: Turn | None) -> int:
+    if replacing is not None:
+        chatlog.update_turn(db, replacing.id, status=chatlog.REPLACED)
+        chat.turns.remove(replacing)
     turn_id = chatlog.add_turn(db, chat.conversation_id, "assistant", text, model=model, params=params,
                                status="streaming")
-    chat.turns.append(Turn("assistant", text, turn_id))
+    chat.turns.append(Turn("assistant", text, turn_id, status="streaming"))
     return turn_id
 
 
 def needs_reply(chat: Chat) -> bool:
-    return bool(chat.turns) and chat.turns[-1].role == "user"
+    """The last turn is a user turn without a reply, or a reply that was cut short."""
+    return bool(chat.turns) and (chat.turns[-1].role == "user" or chat.turns[-1].cut_short)

@@ -20,7 +20,8 @@ SERVICE = "lima-studio"  # what a LIMA Studio service's /health says it is, so n
 
 
 class ServiceProblem(Exception):
-    """Something the UI shows as a warning; ``kind`` is down | gone | busy | refused."""
+    """Something the UI shows as a warning; ``kind`` is down | gone | loading (the model is still
+    warming up) | busy (retraining) | refused."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -31,6 +32,7 @@ class ServiceProblem(Exception):
 class StreamEvent:
     text: str = ""
     done: bool = False
+    waiting: str = ""  # the service is still loading the model: what it said, while the client waits
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -95,8 +97,25 @@ class ServiceClient:
             raise ServiceProblem("down", f"The chat service at {self.base_url} is not reachable. "
                                          "Is `lima serve` running?") from exc
 
-    def stream(self, model: str, messages: list[dict[str, str]], **params) -> Iterator[StreamEvent]:
-        """Text pieces as they come, then one event with ``done`` and the usage and timings."""
+    def stream(self, model: str, messages: list[dict[str, str]], wait_loading: float = 0,
+               **params) -> Iterator[StreamEvent]:
+        """Text pieces as they come, then one event with ``done`` and the usage and timings.
+
+        ``wait_loading``: for up to that many seconds, a model the service is still loading is
+        waited for (an event with ``waiting`` says so every second) instead of refused."""
+        deadline = time.monotonic() + wait_loading
+        while True:
+            try:
+                yield from self._stream(model, messages, **params)
+                return
+            except ServiceProblem as problem:
+                if problem.kind != "loading" or time.monotonic() >= deadline:
+                    raise
+                yield StreamEvent(waiting=str(problem))
+                time.sleep(1)
+
+    def _stream(self, model: str, messages: list[dict[str, str]], **params) -> Iterator[StreamEvent]:
+        params = dict(params)
         extra = {k: params.pop(k) for k in ("repetition_penalty", "top_k") if params.get(k) is not None}
         start = time.perf_counter()
         first = None
@@ -120,7 +139,8 @@ class ServiceClient:
         except openai.NotFoundError as exc:
             raise ServiceProblem("gone", _message(exc)) from exc
         except openai.APIStatusError as exc:
-            kind = "busy" if exc.status_code == 503 else "refused"
+            kind = ("loading" if exc.code == "model_warming_up" else "busy" if exc.status_code == 503
+                    else "refused")
             raise ServiceProblem(kind, _message(exc)) from exc
         except openai.APIError as exc:  # an error event inside the stream
             raise ServiceProblem("refused", str(exc.message)) from exc

@@ -84,3 +84,34 @@ def test_a_refused_request_is_explained(client):
     chat = conv.Chat()
     with pytest.raises(ServiceProblem, match="ask for at most"):
         list(conv.send(client, chat, "hi", "short", max_tokens=500))
+
+
+def test_a_reply_cut_short_is_marked_and_a_retry_answers_it_anew(client):
+    """A reply cut short (the browser gone, a failure mid-stream, a killed process marked at the
+    next start) keeps its text, marked; Retry answers the same user turn anew in its place, and
+    the log keeps the cut-short text apart."""
+    chat = conv.Chat()
+    stream = conv.send(client, chat, "tell me a long story", "base", temperature=0, max_tokens=40)
+    for chat in stream:
+        if chat.turns[-1].role == "assistant" and len(chat.turns[-1].content) > 5:
+            break
+    stream.close()  # as when the page goes away mid-stream
+    partial = chat.turns[-1].content
+    again = conv.load(chat.conversation_id)
+    assert again.turns[-1].cut_short and again.turns[-1].content == partial
+    assert conv.needs_reply(again)
+    for again in conv.reply(client, again, "base", temperature=0, max_tokens=40):
+        pass
+    assert [t.role for t in again.turns] == ["user", "assistant"] and not again.turns[-1].cut_short
+    assert not conv.needs_reply(again)
+    shown = chatlog.turns(connect(), chat.conversation_id)
+    assert [t["status"] for t in shown] == ["complete", "complete"] and len(shown[1]["content"]) > len(partial)
+    kept = list(connect()["turns"].rows_where("status = ?", [chatlog.REPLACED]))
+    assert [t["content"] for t in kept] == [partial]
+    assert conv.load(chat.conversation_id).turn_ids == again.turn_ids  # a reload shows the new reply only
+
+    # a reply left 'streaming' by a killed process is marked at the next start, and retried the same way
+    db = connect()
+    chatlog.update_turn(db, again.turn_ids[1], status="streaming")
+    assert chatlog.mark_interrupted(db) == 1
+    assert conv.needs_reply(conv.load(chat.conversation_id))

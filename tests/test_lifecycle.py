@@ -111,7 +111,8 @@ def test_a_signal_to_lima_up_leaves_no_process_behind(up, signum):
     service_pid = httpx.get(url + "/health").json()["pid"]
     assert service_pid in product_processes(studio.home) and service_pid != studio.process.pid
     studio.process.send_signal(signum)  # to `lima up` alone, as `systemctl stop` or `kill` does
-    studio.process.wait(40)
+    # A generous limit for a busy machine: it ends in about 3 s here, 4 s beside two busy processes.
+    studio.process.wait(120)
     # `lima up` itself ran its cleanup (it exited, it was not killed by the signal) and had stopped
     # its service before exiting: the service's own lifeline, a second later, is not what ended it
     assert studio.process.returncode >= 0, studio.text()[-2000:]
@@ -125,9 +126,30 @@ def test_a_service_whose_parent_is_killed_outright_stops_itself(up):
     service_pid = httpx.get(url + "/health").json()["pid"]
     os.kill(studio.process.pid, signal.SIGKILL)  # `lima up` runs no cleanup at all
     studio.process.wait(10)
-    started = time.monotonic()
-    wait_until(lambda: not product_processes(studio.home), 20, f"the orphaned service {service_pid} to exit")
-    assert time.monotonic() - started < 15
+    wait_until(lambda: not product_processes(studio.home), 120, f"the orphaned service {service_pid} to exit")
+
+
+def test_a_child_that_outstays_the_stop_is_killed_and_its_run_recorded_as_cancelled(lima_home, monkeypatch):
+    """`lima up` stopping gives its children a few seconds: a training run in the middle of a long
+    step does not hold it up. It is killed, and its run record says why instead of 'running'."""
+    import sys
+
+    from lima import children
+    from lima.store import connect, runs
+
+    monkeypatch.setattr(children, "_children", [])  # this test's children only, not the session's services
+    stubborn = children.spawn([sys.executable, "-c", "import signal, time\n"
+                               "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\n"
+                               "time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    polite = children.spawn([sys.executable, "-c", "import time; time.sleep(600)"])
+    assert stubborn.stdout.readline().strip() == "ready"  # its SIGTERM handler is in place
+    db = connect()
+    runs.start(db, "run-stubborn", variant="dialogue", preset="cpu-demo", pid=stubborn.pid)
+    assert children.stop_all(timeout=2) == [stubborn.pid]  # the polite one ended on SIGTERM
+    assert stubborn.poll() is not None and polite.poll() is not None
+    assert runs.close_vanished(db, "cancelled", "stopped with the workbench", pids=[stubborn.pid]) == ["run-stubborn"]
+    record = runs.get(db, "run-stubborn")
+    assert record.status == "cancelled" and record.error == "stopped with the workbench"
 
 
 class _Stranger(http.server.BaseHTTPRequestHandler):

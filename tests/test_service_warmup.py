@@ -54,3 +54,44 @@ def test_a_request_for_a_loading_model_is_told_to_wait(starting):
     response = client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 503 and "could not be loaded: out of memory" in response.json()["error"]["message"]
     assert client.get("/health").json()["failed"] == {"slow": "out of memory"}
+
+
+def test_a_message_sent_while_its_model_loads_waits_for_it_and_is_answered(starting, tiny_base, monkeypatch):
+    """The workbench's first message may come before the model is in: it is saved at once, the chat
+    says it waits (the service's own sentence), and the reply comes once the model has loaded."""
+    import threading
+    import time
+
+    from lima import conversation as conv
+    from lima.service_client import ServiceClient, ServiceProblem
+    from lima.store import chatlog, connect
+    from ui.pickers import first_model, waiting_note
+
+    client, warmup = starting
+    warmup.set_stage("slow", "loading the weights")
+    service = ServiceClient("http://service", http_client=client)
+    assert first_model(service)[0] == "slow"  # nothing is listed yet: the model being loaded
+
+    def load_later():
+        time.sleep(2.5)
+        assert client.post("/admin/models", json={"name": "slow", "path": str(tiny_base)}).status_code == 200
+        warmup.finished("slow")
+
+    loader = threading.Thread(target=load_later)
+    loader.start()
+    chat, seen = conv.Chat(), []
+    for chat in conv.send(service, chat, "hello early", "slow", temperature=0, max_tokens=4):
+        seen.append(chat.waiting)
+    loader.join()
+    waited = [w for w in seen if w]
+    assert waited and "warming up (loading the weights" in waited[0]
+    assert waiting_note(waited[0]).startswith("⏳ model 'slow' is warming up")
+    assert chat.waiting == "" and [t.role for t in chat.turns] == ["user", "assistant"]
+    [user, reply] = chatlog.turns(connect(), chat.conversation_id)
+    assert user["content"] == "hello early" and reply["status"] == "complete" and reply["completion_tokens"] == 4
+
+    monkeypatch.setattr(conv, "WAIT_LOADING_S", 0)  # a client told not to wait is refused, as before
+    warmup.set_stage("slow2", "waiting")
+    with pytest.raises(ServiceProblem, match="warming up") as refused:
+        list(conv.send(service, conv.Chat(), "too early", "slow2"))
+    assert refused.value.kind == "loading"

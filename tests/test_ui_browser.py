@@ -4,6 +4,7 @@ import time
 
 import pytest
 import yaml
+from playwright.sync_api import expect
 
 from lima.store import chatlog, connect
 from lima.store import runs
@@ -43,13 +44,8 @@ def letters(text: str) -> str:
     return "".join(c for c in text if c.isalnum())
 
 
-def test_chat_stream_rate_reload(app, page):
-    url, home = app
-    page.goto(url)
-    page.locator("#chat-model input").wait_for()
-    wait_until(lambda: page.locator("#chat-model input").input_value() == "base", 30)
-    page.locator("#rater input, #rater textarea").first.fill("tester")
-    # Greedy: this tiny model's greedy reply runs to the length limit, so there is a stream to watch.
+def greedy(page):
+    """Temperature 0 in the Chat tab: this tiny model's greedy reply runs to the length limit."""
     page.get_by_text("Sampling (the paper's decoding by default)").click()
     number = page.locator("input[aria-label='number input for temperature']")
     slider = page.locator("input[aria-label='range slider for temperature']")
@@ -61,6 +57,51 @@ def test_chat_stream_rate_reload(app, page):
         return slider.input_value() == "0"
 
     wait_until(temperature_zero, 20, 0.1, what="the temperature at 0")
+
+
+def test_the_first_enter_on_a_fresh_page_sends_in_chat_and_compare(app, page):
+    """A newcomer's first act: open the page, type, press Enter, with nothing waited for but the box
+    itself (the page may still be filling its lists). The message is in the conversation within
+    2 s and is answered; the same in the Compare tab, which starts the comparison it implies."""
+    url, home = app
+    page.goto(url)
+    box = page.get_by_placeholder("Message (Enter sends, Shift+Enter for a new line)")
+    box.click()
+    page.keyboard.type("first words here")
+    page.keyboard.press("Enter")
+    expect(page.locator("#chatbot")).to_contain_text("first words here", timeout=2000)
+    db = db_of(home)
+    [conversation] = wait_until(lambda: list(db["conversations"].rows_where("title = 'first words here'")), 20)
+    assert conversation["model"] == "base"  # the model the list shows first
+    wait_until(lambda: db["turns"].count_where("conversation_id = ? and role = 'assistant' and status = 'complete'",
+                                               [conversation["id"]]), 60, what="the reply")
+    expect(page.locator("#chat-model input")).to_have_value("base")
+    page.screenshot(path=str(home / "first-enter-chat.png"))
+
+    known = {r["id"] for r in db["comparisons"].rows}
+    fresh = page.context.new_page()
+    fresh.goto(url)
+    fresh.get_by_role("tab", name="Compare").click()
+    box = fresh.get_by_placeholder("Message for both (Enter sends, Shift+Enter for a new line)")
+    box.click()
+    fresh.keyboard.type("both of you, hello")
+    fresh.keyboard.press("Enter")
+    for side in ("#compare-a", "#compare-b"):
+        expect(fresh.locator(side)).to_contain_text("both of you, hello", timeout=2000)
+    [row] = wait_until(lambda: [r for r in db_of(home)["comparisons"].rows if r["id"] not in known], 20)
+    assert {row["left_model"], row["right_model"]} == {"base", "other"}
+    fresh.screenshot(path=str(home / "first-enter-compare.png"))
+    fresh.close()
+
+
+def test_chat_stream_rate_reload(app, page):
+    url, home = app
+    before = db_of(home).execute("select coalesce(max(id), 0) from turns").fetchone()[0]  # this test's turns only
+    page.goto(url)
+    page.locator("#chat-model input").wait_for()
+    wait_until(lambda: page.locator("#chat-model input").input_value() == "base", 30)
+    page.locator("#rater input, #rater textarea").first.fill("tester")
+    greedy(page)  # a stream to watch
     # as a person types: Shift+Enter starts a new line, Enter sends
     box = page.get_by_placeholder("Message (Enter sends, Shift+Enter for a new line)")
     box.click()
@@ -76,11 +117,12 @@ def test_chat_stream_rate_reload(app, page):
     def finished():
         if bot.count():
             seen.add(len(bot.inner_text()))
-        rows = list(db_of(home)["turns"].rows_where("role = 'assistant' and status = 'complete'"))
+        rows = list(db_of(home)["turns"].rows_where("role = 'assistant' and status = 'complete' and id > ?",
+                                                    [before]))
         return rows[0] if rows else None
 
     turn = wait_until(finished, 60, 0.05, "the reply to complete in the log")
-    [sent] = db_of(home)["turns"].rows_where("role = 'user'")
+    [sent] = db_of(home)["turns"].rows_where("role = 'user' and id > ?", [before])
     assert sent["content"] == "how do i boil an egg?\nsoft, please" and box.input_value() == ""
     # Markdown may hide a few characters of this tiny model's random text; the rest must match.
     wait_until(lambda: len(letters(bot.inner_text())) >= 0.8 * len(letters(turn["content"])) > 0, 20,
@@ -122,7 +164,8 @@ def test_empty_message_shows_a_warning_and_saves_nothing(app, page):
     wait_until(lambda: page.locator("#chat-model input").input_value() == "base", 30)
     page.locator("#new-conversation").click()
     page.locator("#send").click()
-    page.get_by_text("Type a message first.").wait_for(timeout=10000)
+    page.get_by_test_id("toast-text").get_by_text("Type a message first.").wait_for(timeout=10000)
+    expect(page.locator("#chat-status")).to_contain_text("not sent: Type a message first.")  # and it stays said
     assert db_of(home)["turns"].count == before
 
 
@@ -181,7 +224,7 @@ def test_compare_two_models_rate_both_sides_and_give_a_verdict(app, page):
     page.keyboard.press("End")
     page.keyboard.press("Enter")
     db = db_of(home)
-    [row] = wait_until(lambda: list(db["comparisons"].rows_where(order_by="created desc", limit=1)), 20)
+    [row] = wait_until(lambda: list(db["comparisons"].rows_where("opener_id = 'opener-02'")), 20)
     assert (row["left_model"], row["right_model"], row["opener_id"]) == ("base", "other", "opener-02")
 
     def answered(conversation):
@@ -263,3 +306,57 @@ def test_a_retrain_behind_a_password_answers_in_chat_without_a_restart(tmp_path,
             what="a reply from the retrained model")
         assert reply["completion_tokens"] >= 1
         page.screenshot(path=str(home / "password-retrain-chat.png"), full_page=True)
+
+
+def test_a_reply_cut_short_by_a_killed_workbench_is_kept_marked_and_retried(tmp_path, tiny_base, page):
+    """`lima up` killed outright (SIGKILL) while a reply streams in the browser: after a restart the
+    conversation, reopened, shows what was saved of the reply, marked as cut short, and Retry
+    reply answers the question anew in its place."""
+    import os
+    import signal
+
+    import psutil
+
+    home = tmp_path / "studio"
+    home.mkdir()
+    serve = ["--no-registry", "--model", f"base={tiny_base}", "--quantize", "none"]
+    question = "tell me everything about eggs"
+    with studio(home, serve) as url:
+        page.goto(url)
+        wait_until(lambda: page.locator("#chat-model input").input_value() == "base", 60)
+        greedy(page)
+        page.get_by_placeholder("Message (Enter sends, Shift+Enter for a new line)").click()
+        page.keyboard.type(question)
+        page.keyboard.press("Enter")
+        streaming = wait_until(lambda: next(db_of(home)["turns"].rows_where(
+            "role = 'assistant' and status = 'streaming' and length(content) > 20"), None), 60, 0.05,
+            what="a reply streaming and saved")
+        port = url.rsplit(":", 1)[1]
+        [up] = [p for p in psutil.process_iter(["cmdline"])
+                if "up" in (p.info["cmdline"] or []) and port in (p.info["cmdline"] or [])]
+        family = up.children(recursive=True)
+        os.kill(up.pid, signal.SIGKILL)
+        assert psutil.wait_procs([up, *family], timeout=60)[1] == []  # the service stops itself too
+    saved = db_of(home)["turns"].get(streaming["id"])
+    assert saved["status"] == "streaming" and len(saved["content"]) >= len(streaming["content"])
+
+    with studio(home, serve) as url:
+        assert "were cut short by an earlier stop" in (home / "up.log").read_text()
+        page.goto(url)
+        page.locator("#reopen input").click()
+        page.locator("#reopen").get_by_role("option").filter(has_text=question).first.click()
+        chatbot = page.locator("#chatbot")
+        expect(chatbot).to_contain_text(question, timeout=20000)
+        expect(chatbot).to_contain_text("cut short: the reply was interrupted", timeout=20000)
+        assert db_of(home)["turns"].get(streaming["id"])["status"] == "interrupted"
+        page.screenshot(path=str(home / "cut-short.png"))
+        page.get_by_role("button", name="Retry reply").click()
+        conversation = saved["conversation_id"]
+        wait_until(lambda: db_of(home)["turns"].count_where(
+            "conversation_id = ? and role = 'assistant' and status = 'complete'", [conversation]), 120,
+            what="the new reply")
+        expect(chatbot).not_to_contain_text("cut short: the reply was interrupted", timeout=20000)
+        statuses = [t["status"] for t in db_of(home)["turns"].rows_where(
+            "conversation_id = ?", [conversation], order_by="id")]
+        assert statuses == ["complete", "replaced", "complete"]  # the cut-short text kept in the log
+        page.screenshot(path=str(home / "retried.png"))

@@ -75,7 +75,9 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
 
     def shown(chat: conv.Chat, note: str = ""):
         label = f"conversation `{chat.conversation_id}`" if chat.conversation_id else "new conversation"
-        return (gr.update(value=rating.shown_messages(chat.messages), feedback_value=chat.ratings), chat,
+        if chat.waiting:
+            note = pickers.waiting_note(chat.waiting)
+        return (gr.update(value=rating.shown_messages(chat.turns), feedback_value=chat.ratings), chat,
                 {"conversation": chat.conversation_id}, f"{label}{' · ' + note if note else ''}")
 
     chat_outputs = [chatbot, chat_state, browser, status]
@@ -84,35 +86,41 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
         return {"temperature": t, "top_p": p, "repetition_penalty": r, "max_tokens": int(n) or None}
 
     def on_send(text, chat, model_name, rater_name, opener_id, t, p, r, n, request: gr.Request):
-        if not model_name:
-            gr.Warning("Pick a model first (Refresh models if the list is empty).")
-            yield text, *shown(chat)
-            return
         try:
-            for chat in conv.send(client, chat, text, model_name, rater_of(rater_name, request), opener_id or None,
+            # A message sent before the page has filled the model list goes to the model the list
+            # will show first, and the list shows it: a newcomer's first Enter is never refused.
+            picked, chosen = (model_name, gr.skip()) if model_name else pickers.first_model(client)
+            for chat in conv.send(client, chat, text, picked, rater_of(rater_name, request), opener_id or None,
                                   **params(t, p, r, n)):
-                yield "", *shown(chat)
+                yield "", *shown(chat), chosen
+                chosen = gr.skip()
+            if not model_name:  # the list as it is now that the model has answered
+                yield "", *shown(chat), pickers.model_choices(client, picked)
         except ServiceProblem as problem:
             gr.Warning(str(problem))
             keep = text if not chat.turns or chat.turns[-1].role != "user" else ""
-            yield keep, *shown(chat, "the reply failed; press Retry reply" if conv.needs_reply(chat) else "")
+            note = "the reply failed; press Retry reply" if conv.needs_reply(chat) else f"⚠ not sent: {problem}"
+            yield keep, *shown(chat, note), gr.skip()
 
     def on_retry(chat, model_name, t, p, r, n):
         if not conv.needs_reply(chat):
             gr.Info("The last turn already has a reply; send a new message instead.")
-            yield shown(chat)
+            yield *shown(chat), gr.skip()
             return
         try:
-            for chat in conv.reply(client, chat, model_name, **params(t, p, r, n)):
-                yield shown(chat)
+            picked, chosen = (model_name, gr.skip()) if model_name else pickers.first_model(client)
+            for chat in conv.reply(client, chat, picked, **params(t, p, r, n)):
+                yield *shown(chat), chosen
+                chosen = gr.skip()
         except ServiceProblem as problem:
             gr.Warning(str(problem))
-            yield shown(chat, "the reply failed; press Retry reply")
+            yield *shown(chat, "the reply failed; press Retry reply"), gr.skip()
 
     send_inputs = [message, chat_state, model, rater, opener_state, *sampling]
-    send.click(on_send, send_inputs, [message, *chat_outputs])
-    message.submit(on_send, send_inputs, [message, *chat_outputs])
-    retry.click(on_retry, [chat_state, model, *sampling], chat_outputs)
+    send_outputs = [message, *chat_outputs, model]
+    send.click(on_send, send_inputs, send_outputs)
+    message.submit(on_send, send_inputs, send_outputs)
+    retry.click(on_retry, [chat_state, model, *sampling], [*chat_outputs, model])
 
     def on_rate(chat, rater_name, data: gr.LikeData, request: gr.Request):
         return rating.rate(chat, data, rater_of(rater_name, request))
@@ -121,7 +129,7 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
 
     def on_edit(chat, rater_name, data: gr.EditData, request: gr.Request):
         index = rating.message_index(data)
-        new_text = text_of(data.value)
+        new_text = rating.edited_text(text_of(data.value))
         if not (0 <= index < len(chat.turns)):
             return shown(chat)
         turn = chat.turns[index]
@@ -133,7 +141,7 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
         except chatlog.LogError as exc:
             gr.Warning(f"Rewrite not saved: {exc}")
             return shown(chat)
-        turn.content = new_text
+        turn.content, turn.status = new_text, "complete"  # a person's rewrite makes a cut-short reply whole
         return shown(chat, f"turn {index} rewritten · original kept")
 
     chatbot.edit(on_edit, [chat_state, rater], chat_outputs)
@@ -152,7 +160,7 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
     opener.input(on_opener, opener, [message, opener_state, *chat_outputs, *follow_ups])
 
     for button in follow_ups:
-        button.click(lambda text: text, button, message).then(on_send, send_inputs, [message, *chat_outputs])
+        button.click(lambda text: text, button, message).then(on_send, send_inputs, send_outputs)
 
     def on_new():
         return ("", None, "", *shown(conv.Chat()), *follow_up_buttons(None))
@@ -165,14 +173,16 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
     refresh.click(model_choices, model, model)
     model.focus(model_choices, model, model)  # a model trained meanwhile appears when the list opens
 
-    def on_reopen(conversation_id):
+    def on_reopen(conversation_id, current_model):
+        """The conversation, and its model picked to go on with it."""
         chat = conv.load(conversation_id)
         found = chatlog.conversation(connect(), conversation_id) if conversation_id else None
         opener_id = found["opener_id"] if found else None
-        return (opener_id, *shown(chat), *follow_up_buttons(opener_id))
+        return (opener_id, *shown(chat), *follow_up_buttons(opener_id),
+                model_choices(found["model"] if found else current_model))
 
     reopen.focus(pickers.saved_conversations, None, reopen)
-    reopen.input(on_reopen, reopen, [opener_state, *chat_outputs, *follow_ups])
+    reopen.input(on_reopen, [reopen, model], [opener_state, *chat_outputs, *follow_ups, model])
 
     def restore(saved, current_model):
         """Page load: the models the service has, and the conversation this browser had open."""

@@ -11,13 +11,21 @@ import gradio as gr
 from dialogues import project
 from evaluation import comparisons
 from evaluation.comparisons import ComparisonError, Session
-from lima import paper
+from lima import conversation as conv, paper
 from lima.service_client import ServiceClient, ServiceProblem
 from lima.store import chatlog, connect
 from training import launcher
 from ui import pickers, rating
 from ui.chat_tab import FOLLOW_UP_SLOTS, HELP
 from ui.rating import rater_of
+
+
+def default_pair(names: list[str]) -> tuple[str | None, str | None]:
+    """The two models a comparison starts with: the paper's pair when both are served, else the
+    first and the last listed."""
+    left = paper.ZERO_SHOT if paper.ZERO_SHOT in names else (names[0] if names else None)
+    right = paper.DIALOGUE if paper.DIALOGUE in names else (names[-1] if names else None)
+    return left, right
 
 
 def build(client: ServiceClient) -> dict:
@@ -66,8 +74,8 @@ def build(client: ServiceClient) -> dict:
         label = f"comparison `{session.comparison_id}`" if session.comparison_id else "no comparison yet"
         if session.verdict:
             label += f" · verdict saved: **{session.verdict}** ({session.models['left']} vs {session.models['right']})"
-        return (gr.update(value=rating.shown_messages(a.messages), feedback_value=a.ratings, label=session.title(0)),
-                gr.update(value=rating.shown_messages(b.messages), feedback_value=b.ratings, label=session.title(1)),
+        return (gr.update(value=rating.shown_messages(a.turns), feedback_value=a.ratings, label=session.title(0)),
+                gr.update(value=rating.shown_messages(b.turns), feedback_value=b.ratings, label=session.title(1)),
                 session, f"{label}{' · ' + note if note else ''}")
 
     outputs = [first, second, state, status]
@@ -88,25 +96,38 @@ def build(client: ServiceClient) -> dict:
 
     begin.click(on_start, [left_model, right_model, blind, opener], [message, *outputs, *follow_ups])
 
-    def on_send(text, session, request: gr.Request):
-        if session.comparison_id is None:
-            gr.Warning("Start a comparison first.")
-            yield (text, *view(session))
+    def on_send(text, session, left, right, is_blind, opener_id, request: gr.Request):
+        pickers_shown = (gr.skip(), gr.skip())
+        try:
+            if session.comparison_id is None:
+                # Enter before "Start comparison" starts it with the models shown (the default pair
+                # when the page has not filled its lists yet), as a person means it.
+                conv.check_message(text)
+                if not (left and right):
+                    left, right = default_pair(client.models())
+                    pickers_shown = (gr.update(value=left), gr.update(value=right))
+                session = comparisons.start(left, right, is_blind, opener_id or None, rater_of(None, request))
+        except (ServiceProblem, ComparisonError) as problem:
+            gr.Warning(str(problem))
+            yield (text, *view(session, f"⚠ not sent: {problem}"), *pickers_shown)
             return
         try:
             for session, problems in comparisons.send_both(client, session, text, rater_of(None, request)):
                 note = "; ".join(f"{session.title(session.order.index(side))}: {p}" for side, p in problems.items())
-                yield ("", *view(session, note))
+                waiting = next((c.waiting for c in session.chats.values() if c.waiting), "")
+                yield ("", *view(session, pickers.waiting_note(waiting) if waiting else note), *pickers_shown)
             for side, problem in problems.items():
                 gr.Warning(f"{session.title(session.order.index(side))}: {problem}")
         except ServiceProblem as problem:
             gr.Warning(str(problem))
-            yield (text, *view(session))
+            yield (text, *view(session), *pickers_shown)
 
-    send.click(on_send, [message, state], [message, *outputs])
-    message.submit(on_send, [message, state], [message, *outputs])
+    send_inputs = [message, state, left_model, right_model, blind, opener]
+    send_outputs = [message, *outputs, left_model, right_model]
+    send.click(on_send, send_inputs, send_outputs)
+    message.submit(on_send, send_inputs, send_outputs)
     for button in follow_ups:
-        button.click(lambda text: text, button, message).then(on_send, [message, state], [message, *outputs])
+        button.click(lambda text: text, button, message).then(on_send, send_inputs, send_outputs)
 
     def rater(position: int):
         def on_rate(session: Session, data: gr.LikeData, request: gr.Request):
@@ -189,9 +210,7 @@ def build(client: ServiceClient) -> dict:
         names = pickers.served_models(client)
         if names is None:
             return gr.update(), gr.update(), gr.update()
-        # the paper's pair when both are served
-        left = paper.ZERO_SHOT if paper.ZERO_SHOT in names else (names[0] if names else None)
-        right = paper.DIALOGUE if paper.DIALOGUE in names else (names[-1] if names else None)
+        left, right = default_pair(names)
         choices = pickers.labelled(names)
         return (gr.update(choices=choices, value=left), gr.update(choices=choices, value=right),
                 gr.update(choices=choices, value=right))

@@ -24,7 +24,7 @@ import secrets
 from lima import children, service_child
 from lima.hosts import free_port, is_loopback, port_free
 from lima.service_client import SERVICE, ServiceClient, ServiceProblem
-from lima.store import chatlog, connect
+from lima.store import chatlog, connect, runs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +95,9 @@ def main(args) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from ui.app import CSS, JS, build_app
 
-    children.signals_exit()  # SIGTERM and SIGHUP run the `finally` below, as Ctrl+C does
+    # SIGTERM, SIGHUP and SIGINT all run the `finally` below at once: left to Gradio, Ctrl+C would
+    # first close the web server (up to 5 s) and only then stop the children.
+    children.signals_exit(interrupt=True)
     interrupted = chatlog.mark_interrupted(connect())
     if interrupted:
         print(f"{interrupted} reply(ies) were cut short by an earlier stop; their text is kept, marked interrupted")
@@ -122,5 +124,9 @@ def main(args) -> int:
         app.launch(server_name=args.host, server_port=args.port, auth=auth, ssr_mode=False, quiet=True,
                    css=CSS, js=JS, auth_message="LIMA Studio: your login name is recorded with your ratings")
     finally:
-        children.stop_all()  # the service, and a training run started from the page
+        killed = children.stop_all()  # the service, and a training run started from the page
+        stopped = runs.close_vanished(connect(), "cancelled", "cancelled: the workbench stopped before the run "
+                                      "reached its next step (the step in progress was not saved)", pids=killed)
+        if stopped:
+            print(f"lima up: training run {', '.join(stopped)} stopped with the workbench", flush=True)
     return 0

@@ -20,6 +20,24 @@ def served_models(client: ServiceClient) -> list[str] | None:
         return None
 
 
+def first_model(client: ServiceClient) -> tuple[str, dict]:
+    """The model a list of the served models shows first, and the dropdown update that shows it;
+    while the service still loads every model, the first one it is loading (a message to it waits
+    until it is in). Raises ``ServiceProblem`` when the service cannot say or serves none."""
+    names = client.models()
+    if names:
+        return names[0], gr.update(choices=labelled(names), value=names[0])
+    loading = list(client.health().get("loading") or {})
+    if loading:
+        return loading[0], gr.update(choices=[(f"{loading[0]} (loading)", loading[0])], value=loading[0])
+    raise ServiceProblem("refused", "The service serves no model yet: load one with `lima serve --model NAME=PATH`.")
+
+
+def waiting_note(waiting: str) -> str:
+    """The status line while a sent message waits for its model to load."""
+    return f"⏳ {waiting.split(';')[0]}: your message is saved and is answered as soon as the model is in"
+
+
 def labelled(names: list[str]) -> list[tuple[str, str]]:
     """(label, name) for a dropdown: a model its run found clearly worse than its parent says so."""
     worse = warnings(connect())

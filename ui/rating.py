@@ -11,13 +11,26 @@ from lima.store import chatlog, connect
 
 
 EMPTY_REPLY = "*(empty reply: the model ended its turn at once)*"
+CUT_SHORT = "*(cut short: the reply was interrupted; press Retry reply for a new one)*"
 
 
-def shown_messages(messages: list[dict]) -> list[dict]:
-    """The messages as a chatbot shows them: a blank reply gets a visible line, so a person can see
-    it, hover it and rewrite it with the pencil (an empty bubble has no size to hover)."""
-    return [{**m, "content": EMPTY_REPLY} if m["role"] == "assistant" and not m["content"].strip() else m
-            for m in messages]
+def shown_messages(turns: list[conv.Turn]) -> list[dict]:
+    """The turns as a chatbot shows them: a blank reply gets a visible line, so a person can see
+    it, hover it and rewrite it with the pencil (an empty bubble has no size to hover), and a reply
+    that was cut short says so under its text."""
+    def content(turn: conv.Turn) -> str:
+        if turn.role != "assistant":
+            return turn.content
+        text = turn.content if turn.content.strip() else EMPTY_REPLY
+        return f"{text}\n\n{CUT_SHORT}" if turn.cut_short else text
+
+    return [{"role": t.role, "content": content(t)} for t in turns]
+
+
+def edited_text(shown: str) -> str:
+    """A reply's text as edited in the chatbot, without the lines ``shown_messages`` added."""
+    text = shown.removesuffix(CUT_SHORT).rstrip()
+    return "" if text == EMPTY_REPLY else text
 
 
 def rater_of(name: str | None, request: gr.Request | None) -> str | None:

@@ -127,13 +127,18 @@ def rating_history(db: Database, turn_id: int) -> list[dict]:
     return list(db["ratings"].rows_where("turn_id = ?", [turn_id], order_by="id"))
 
 
+# A cut-short reply that a retry answered anew stays in the log, kept out of the conversation.
+REPLACED = "replaced"
+SHOWN = f"t.status != '{REPLACED}'"
+
+
 def turns(db: Database, conversation_id: str) -> list[dict]:
-    """Turns in order, each with its current rating and rewrite."""
-    return list(db.query("""
+    """Turns in order, each with its current rating and rewrite (a replaced reply left out)."""
+    return list(db.query(f"""
         select t.*, cr.label as rating,
                (select content from rewrites w where w.turn_id = t.id order by w.id desc limit 1) as rewrite
         from turns t left join current_ratings cr on cr.turn_id = t.id
-        where t.conversation_id = ? order by t.position""", [conversation_id]))
+        where t.conversation_id = ? and {SHOWN} order by t.position""", [conversation_id]))
 
 
 def conversation(db: Database, conversation_id: str) -> dict | None:
@@ -167,7 +172,7 @@ def rated_replies(db: Database, models: list[str] | None = None, openers_only: b
     (``rating_id``, ``label``, ``rater``, ``rated``) and latest rewrite (``rewrite_id``, ``rewrite``,
     ``rewriter``, ``rewritten``). Filters: the replying models, conversations that start from an
     evaluation opener."""
-    where, args = ["t.role = 'assistant'", "(cr.label is not null or w.id is not null)"], []
+    where, args = ["t.role = 'assistant'", SHOWN, "(cr.label is not null or w.id is not null)"], []
     if models:
         where.append(f"coalesce(t.model, c.model) in ({', '.join('?' for _ in models)})")
         args += models
@@ -203,5 +208,5 @@ def rating_counts(db: Database, openers_only: bool = False) -> list[dict]:
         select t.model as model, cr.label as label, count(*) as n
         from turns t join current_ratings cr on cr.turn_id = t.id
         join conversations c on c.id = t.conversation_id
-        where t.role = 'assistant' and cr.label is not null {opener}
+        where t.role = 'assistant' and {SHOWN} and cr.label is not null {opener}
         group by t.model, cr.label order by t.model"""))

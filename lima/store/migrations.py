@@ -46,7 +46,8 @@ def m002_training_runs(db: Database) -> None:
 @migrations()
 def m003_chat_log(db: Database) -> None:
     # Conversations and every turn, written as they happen; an assistant turn is saved while it
-    # streams (status 'streaming') so a killed process still leaves what was shown.
+    # streams (status 'streaming') so a killed process still leaves what was shown ('interrupted'
+    # at the next start; 'replaced' once a retry has answered anew).
     db["conversations"].create({
         "id": str, "created": str, "updated": str, "model": str, "opener_id": str, "rater": str, "title": str,
         "source": str, "replay_of": str,

@@ -128,11 +128,21 @@ def pid_alive(pid: int | None) -> bool:
 
 def running(db: Database) -> Run | None:
     """The run in progress, after marking runs whose process has vanished as failed."""
-    for row in db["runs"].rows_where("status = 'running'", order_by="started"):
-        if pid_alive(row["pid"]):
-            return Run.of(row)
-        finish(db, row["id"], "failed", error="the training process ended without reporting (killed or crashed)")
-    return None
+    close_vanished(db)
+    found = db["runs"].rows_where("status = 'running'", order_by="started", limit=1)
+    return next((Run.of(row) for row in found), None)
+
+
+def close_vanished(db: Database, status: str = "failed",
+                   error: str = "the training process ended without reporting (killed or crashed)",
+                   pids: list[int] | None = None) -> list[str]:
+    """Runs recorded as running whose process is gone (of ``pids`` only, when given): finished
+    with ``status`` and ``error``."""
+    gone = [row["id"] for row in db["runs"].rows_where("status = 'running'", order_by="started")
+            if not pid_alive(row["pid"]) and (pids is None or row["pid"] in pids)]
+    for run_id in gone:
+        finish(db, run_id, status, error=error)
+    return gone
 
 
 def start(db: Database, run_id: str, **fields) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from tests.helpers.server import free_port, wait_for
@@ -41,8 +41,10 @@ def studio(home: Path, serve_args: list[str], env: dict | None = None, timeout: 
         wait_for(url, process, log, timeout)
         yield url
     finally:
-        os.killpg(process.pid, 15)
+        with suppress(ProcessLookupError):  # a test may have killed it already
+            os.killpg(process.pid, 15)
         try:
             process.wait(30)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, 9)
