@@ -36,7 +36,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dialogues import project
-from evaluation import pairwise, report as reports
+from evaluation import agreement as agreements, pairwise, report as reports
 from evaluation.judge import RATING_SYSTEM, Judge, JudgeUnavailable, parse_label, rating_prompt
 from lima import children, conversation as conv, home, paper, service_child
 from lima.paper import DECODING, DIALOGUE, ZERO_SHOT
@@ -204,6 +204,7 @@ class Snapshot:
     people: reports.Report
     progress: dict = field(default_factory=dict)
     agreement: dict = field(default_factory=dict)
+    raters: agreements.Agreement | None = None  # judge and people on the same turns, with alpha
 
 
 def snapshot(db, experiment: experiments.Experiment) -> Snapshot:
@@ -237,10 +238,12 @@ def snapshot(db, experiment: experiments.Experiment) -> Snapshot:
     both = [(by_judge[t["id"]], t["rating"]) for c in conversations for t in c["turns"]
             if t["role"] == "assistant" and t["rating"] and t["id"] in by_judge]
     agreement = {"turns": len(both), "same": sum(1 for j, p in both if j == p)}
+    raters = agreements.measure([r for r in chatlog.ratings_by_rater(db) if r["turn_id"] in turn_ids],
+                                [p for p in agreements.turn_pairs(db) if p[0] in turn_ids])
     progress = {"stage": experiment.stage, "status": experiment.status, "conversations": len(held),
                 "of": 2 * len(project.openers()), "turns": len(turn_ids), "rated": len(asked), "unparsed": unparsed,
                 "pairs": verdicts.total + verdicts.unparsed}
-    return Snapshot(experiment, judged, people, progress, agreement)
+    return Snapshot(experiment, judged, people, progress, agreement, raters)
 
 
 @dataclass
@@ -274,6 +277,8 @@ def markdown(shot: Snapshot, chart: str | None = None) -> str:
         a = shot.agreement
         share = f"{100 * a['same'] / a['turns']:.1f}%" if a["turns"] else "n/a"
         text += f"\nJudge and people gave the same label on {a['same']} of {a['turns']} turns both rated ({share}).\n"
+        if shot.raters is not None:
+            text += "\n" + "\n".join(agreements.markdown(shot.raters)).replace("## ", "### ", 1)
     return text
 
 

@@ -141,6 +141,21 @@ class Runner:
                          turn_id=turn["id"])
 
 
+def conversation_verdicts(db) -> dict[str, list[tuple[str, str]]]:
+    """Per judge model, its whole-conversation verdicts: (comparison id, 'left' | 'right' | 'tie'),
+    both orders combined; an unparsed pair is no verdict."""
+    answers: dict[tuple[str, str], dict[str, str]] = {}
+    for judgment in judgments.of_protocol(db, "pairwise-conversation"):
+        answers.setdefault((judgment.judge_model, judgment.comparison_id), {})[judgment.order] = judgment.result
+    verdicts: dict[str, list[tuple[str, str]]] = {}
+    for (judge_model, comparison_id), orders in answers.items():
+        if len(orders) == 2:
+            verdict = combine(orders["left-first"], orders["right-first"])
+            if verdict != "unparsed":
+                verdicts.setdefault(judge_model, []).append((comparison_id, verdict))
+    return verdicts
+
+
 def agreement(db) -> dict | None:
     """Tie-discounted agreement between the judge's pairwise answers and the raters, if any."""
     asked = judgments.of_protocol(db, "pairwise")

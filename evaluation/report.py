@@ -5,8 +5,10 @@
 Per model: assistant turns rated, Excellent / Pass / Fail with 95% Wilson intervals, fails per
 turns ("15 of 42"), and the turn at which each conversation first failed; the whole-conversation
 verdicts of the Compare tab ("better in 7 of 10, tied in 3"); the paper's numbers beside ours;
-judge agreement when a judge has run. Written as Markdown with a stacked bar chart like the
-paper's Figure 7 (PNG) beside it.
+judge agreement when a judge has run; every model that has verdicts on one leaderboard with
+intervals (``evaluation/leaderboard.py``), and how far the raters agree
+(``evaluation/agreement.py``). Written as Markdown with PNG charts beside it: stacked bars like
+the paper's Figure 7, the leaderboard, and the confusion matrix of the two raters who share most.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from evaluation import agreement as agreements, leaderboard
 from evaluation.stats import wilson
 from lima import home
 from lima.paper import DIALOGUE, SECTION_6 as PAPER, SECTION_6_VERDICT as PAPER_VERDICT, ZERO_SHOT
@@ -75,6 +78,8 @@ class Report:
     verdicts: list[Verdicts]
     agreement: dict | None = None
     openers_only: bool = False
+    boards: list[leaderboard.Board] = field(default_factory=list)
+    raters: agreements.Agreement | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     title: str = "LIMA Studio: side-by-side report"
     scope: str | None = None  # what was counted, when not "all rated conversations"
@@ -131,7 +136,8 @@ def build(db=None, openers_only: bool = False) -> Report:
     from evaluation import pairwise  # the judge's agreement with the raters, when a judge has run
 
     return Report(models, count_verdicts(comparisons.every(db, with_verdict=True)), pairwise.agreement(db),
-                  openers_only)
+                  openers_only, boards=leaderboard.boards(db),
+                  raters=agreements.measure(chatlog.ratings_by_rater(db), agreements.turn_pairs(db)))
 
 
 def _cell(stats: ModelStats, label: str) -> str:
@@ -153,12 +159,14 @@ def _first_fail_cell(stats: ModelStats) -> str:
     return f"{parts} (failed within 3 turns: {stats.failed_within(3)} of {stats.conversations})"
 
 
-def markdown(report: Report, chart: str | None = "ratings.png") -> str:
+def markdown(report: Report, chart: str | None = "ratings.png", links: bool = True) -> str:
+    """The report as Markdown; ``chart`` the ratings chart's file name, ``links`` whether the other
+    charts' files are linked (they are, beside report.md)."""
     scope = report.scope or ("opener conversations only" if report.openers_only else "all rated conversations")
     lines = [f"# {report.title}", "", f"{report.created}; {scope}.", ""]
     lines += [f"> {note}\n" for note in report.notes]
     if report.empty:
-        return "\n".join(lines + [report.when_empty, ""])
+        return "\n".join(lines + [report.when_empty, ""] + extras(report, links)) + "\n"
     header, rule = ["", *[]], []
     columns: list[tuple[str, ModelStats | None, str | None]] = []
     for stats in report.models:
@@ -191,7 +199,28 @@ def markdown(report: Report, chart: str | None = "ratings.png") -> str:
                   f"{a['unparsed']} judge replies unparsed (not counted)"]
     if chart:
         lines += ["", f"![Fail / Pass / Excellent per model]({chart})"]
+    lines += extras(report, links)
     return "\n".join(lines) + "\n"
+
+
+LEADERBOARD_PNG, AGREEMENT_PNG = "leaderboard.png", "agreement.png"
+
+
+def extras(report: Report, charts: bool = True) -> list[str]:
+    """The leaderboard and the rater agreement, with their charts' links when drawn."""
+    lines = []
+    if report.boards:
+        lines += ["", "## Leaderboard", "", "Bradley-Terry strengths from the whole-conversation verdicts, "
+                  "95% bootstrap intervals; a tie counts half a win to each side.", ""]
+        for board in report.boards:
+            lines += leaderboard.markdown(board)
+        if charts and any(not b.empty for b in report.boards):
+            lines += [f"![Leaderboard]({LEADERBOARD_PNG})", ""]
+    if report.raters is not None:
+        lines += [""] + agreements.markdown(report.raters)
+        if charts and not report.raters.empty:
+            lines += [f"![Confusion matrix of the two raters who share most turns]({AGREEMENT_PNG})", ""]
+    return lines
 
 
 def _pct(value: float | None) -> str:
@@ -227,20 +256,23 @@ def draw(report: Report, path: Path) -> Path:
     return path
 
 
-def write(report: Report, out: Path) -> tuple[Path, Path | None]:
+def write(report: Report, out: Path) -> tuple[Path, Path | None, list[Path]]:
+    """report.md, the ratings chart (None when nothing is rated) and the other charts drawn."""
     out.mkdir(parents=True, exist_ok=True)
     chart = None if report.empty else draw(report, out / "ratings.png")
+    more = [leaderboard.draw(report.boards, out / LEADERBOARD_PNG),
+            agreements.draw(report.raters, out / AGREEMENT_PNG) if report.raters else None]
     md = out / "report.md"
     md.write_text(markdown(report, chart.name if chart else None))
-    return md, chart
+    return md, chart, [p for p in more if p]
 
 
 def main(args) -> int:
     report = build(openers_only=args.openers_only)
     out = Path(args.out) if args.out else home.reports_dir() / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    md, chart = write(report, out)
-    print(markdown(report, None))
-    print(f"written: {md}" + (f" and {chart}" if chart else ""))
+    md, chart, more = write(report, out)
+    print(markdown(report, None, links=False))
+    print(f"written: {md}" + "".join(f", {p}" for p in [chart, *more] if p))
     return 0
 
 

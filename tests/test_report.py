@@ -75,8 +75,9 @@ def test_markdown_has_our_numbers_beside_the_papers(rated):
 def test_no_ratings_yet_says_so(lima_home, tmp_path):
     built = reports.build(connect())
     assert built.empty
-    md, chart = reports.write(built, tmp_path)
-    assert chart is None and "No rated turns yet" in md.read_text()
+    md, chart, more = reports.write(built, tmp_path)
+    assert chart is None and more == [] and "No rated turns yet" in md.read_text()
+    assert "No leaderboard: no verdicts yet." in md.read_text() and "No agreement figures: no ratings" in md.read_text()
 
 
 def test_cli_prints_the_table_and_writes_markdown_and_png(rated, tmp_path):

@@ -243,8 +243,20 @@ def test_compare_two_models_rate_both_sides_and_give_a_verdict(app, page):
     page.locator("#compare-save").click()
     wait_until(lambda: db_of(home)["comparisons"].get(row["id"])["verdict"] == "right", 20)
     page.locator("#compare-status").get_by_text("verdict saved").wait_for(timeout=10000)
+    # two named raters on the same turns (as two people rating in the Chat tab would leave them)
+    for turn, labels in ((left_turn, ("Pass", "Pass")), (right_turn, ("Excellent", "Pass"))):
+        for rater, label in zip(("ana", "bo"), labels):
+            chatlog.rate(db_of(home), turn["id"], label, rater)
     page.get_by_role("tab", name="Report").click()
     page.locator("#report-text").get_by_text("other better in 1 of 1").wait_for(timeout=30000)
+    # the leaderboard (few verdicts, said so) and the raters' agreement, each with its chart
+    report = page.locator("#report-text")
+    report.get_by_text("only 1 verdict: the intervals are wide").wait_for(timeout=30000)
+    report.get_by_text("Krippendorff's alpha (ordinal, 2 raters, 2 shared turns)").wait_for(timeout=30000)
+    for chart in ("#report-leaderboard img", "#report-agreement img"):
+        expect(page.locator(chart)).to_be_visible(timeout=30000)
+        assert page.locator(chart).evaluate("img => img.naturalWidth") > 100, chart
+    page.screenshot(path=str(home / "report-tab.png"), full_page=True)
 
 
 def test_a_password_protected_workbench_works_for_whoever_logs_in(tmp_path, tiny_base, page):

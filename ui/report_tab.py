@@ -1,4 +1,5 @@
-"""The Report tab: the same side-by-side report as `lima report`, with its chart; and the latest
+"""The Report tab: the same side-by-side report as `lima report`, with its charts (ratings, the
+leaderboard of every model with verdicts, the raters' confusion matrix); and the latest
 `lima experiment`, its stages, its running table and chart, refreshed while it runs."""
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from ui import charts
 def render(openers_only: bool):
     built = reports.build(openers_only=openers_only)
     out = home.reports_dir() / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    md, chart = reports.write(built, out)
-    return reports.markdown(built, None), charts.image(chart), f"written to `{md}`"
+    md, chart, _ = reports.write(built, out)
+    drawn = {p.name: p for p in out.glob("*.png")}
+    return (reports.markdown(built, None, links=False), charts.image(chart),
+            charts.image(drawn.get(reports.LEADERBOARD_PNG)), charts.image(drawn.get(reports.AGREEMENT_PNG)),
+            f"written to `{md}`")
 
 
 def stages_line(progress: dict) -> str:
@@ -62,8 +66,14 @@ def build() -> dict:
         text = gr.Markdown(elem_id="report-text")
         chart = gr.Image(label="Fail / Pass / Excellent (the paper's Figure 7 layout)", type="filepath",
                          interactive=False, elem_id="report-chart")
+    with gr.Row():
+        board_chart = gr.Image(label="Leaderboard: strengths with 95% intervals", type="filepath",
+                               interactive=False, elem_id="report-leaderboard")
+        agreement_chart = gr.Image(label="Rater agreement: the pair with most shared turns", type="filepath",
+                                   interactive=False, elem_id="report-agreement")
     where = gr.Markdown()
-    refresh.click(render, openers_only, [text, chart, where])
+    shown = [text, chart, board_chart, agreement_chart, where]
+    refresh.click(render, openers_only, shown)
     with gr.Accordion("Experiment (`lima experiment`)", open=True):
         with gr.Row():
             experiment_text = gr.Markdown(elem_id="experiment-text")
@@ -75,4 +85,4 @@ def build() -> dict:
     def load(only):
         return (*render(only), *render_experiment())
 
-    return {"load": (load, openers_only, [text, chart, where, experiment_text, experiment_chart, ticking])}
+    return {"load": (load, openers_only, [*shown, experiment_text, experiment_chart, ticking])}

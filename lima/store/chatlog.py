@@ -81,7 +81,8 @@ def current_rating(db: Database, turn_id: int) -> str | None:
 
 def rate(db: Database, turn_id: int, label: str | None, rater: str | None = None) -> bool:
     """Record a rating change; ``None`` clears the rating (kept in the history too). A click that
-    repeats the current label changes nothing and adds no row. True when a row was written."""
+    repeats the rater's own latest label changes nothing and adds no row (a second rater giving the
+    same label is a row: their agreement is measured). True when a row was written."""
     if label is not None and label not in LABELS:
         raise LogError(f"a rating is one of {', '.join(LABELS)}, got {label!r}")
     if rater and rater.startswith(JUDGE):
@@ -91,8 +92,8 @@ def rate(db: Database, turn_id: int, label: str | None, rater: str | None = None
     with write_lock(db):
         cursor = db.conn.execute(
             "insert into ratings (turn_id, label, rater, created) select ?, ?, ?, ? "
-            "where (select label from current_ratings where turn_id = ?) is not ?",
-            [turn_id, label, rater, utcnow(), turn_id, label])
+            "where (select label from ratings where turn_id = ? and rater is ? order by id desc limit 1) is not ?",
+            [turn_id, label, rater, utcnow(), turn_id, rater, label])
     return cursor.rowcount == 1
 
 
@@ -199,6 +200,18 @@ def rewrites_of_user_turns(db: Database) -> list[dict]:
     """Rewrites attached to a user turn (written before the log refused them): never training data."""
     return list(db.query("""select w.id, w.turn_id from rewrites w
                             join turns t on t.id = w.turn_id where t.role = 'user' order by w.id"""))
+
+
+def ratings_by_rater(db: Database) -> list[dict]:
+    """Every rater's latest label on each assistant turn (``turn_id``, ``rater``, ``label``, ``model``):
+    people and judges alike (a judge's name starts with ``JUDGE``); a rating cleared later is left
+    out, and so is a person who gave no name."""
+    return list(db.query(f"""
+        select r.turn_id, r.rater, r.label, t.model from ratings r join turns t on t.id = r.turn_id
+        where r.rater is not null and t.role = 'assistant' and {SHOWN}
+          and r.id = (select max(id) from ratings where turn_id = r.turn_id and rater = r.rater)
+          and r.label is not null
+        order by r.turn_id, r.rater"""))
 
 
 def rating_counts(db: Database, openers_only: bool = False) -> list[dict]:
