@@ -78,12 +78,12 @@ def _interval(matrix: np.ndarray, rng, bootstrap: int) -> tuple[float | None, fl
     return float(low), float(high)
 
 
-def turn_pairs(db) -> list[tuple[int, int]]:
-    """(left reply, right reply) turn ids of every comparison, position by position."""
+def turn_pairs(db, rows=None) -> list[tuple[int, int]]:
+    """(left reply, right reply) turn ids of every comparison (or of ``rows``), position by position."""
     from lima.store import chatlog, comparisons
 
     pairs = []
-    for row in comparisons.every(db):
+    for row in comparisons.every(db) if rows is None else rows:
         sides = [[t["id"] for t in chatlog.turns(db, c) if t["role"] == "assistant"]
                  for c in (row.left_conversation, row.right_conversation)]
         pairs += list(zip(*sides))

@@ -239,7 +239,7 @@ def snapshot(db, experiment: experiments.Experiment) -> Snapshot:
             if t["role"] == "assistant" and t["rating"] and t["id"] in by_judge]
     agreement = {"turns": len(both), "same": sum(1 for j, p in both if j == p)}
     raters = agreements.measure([r for r in chatlog.ratings_by_rater(db) if r["turn_id"] in turn_ids],
-                                [p for p in agreements.turn_pairs(db) if p[0] in turn_ids])
+                                agreements.turn_pairs(db, [comparison_store.get(db, c) for c in pairs]))
     progress = {"stage": experiment.stage, "status": experiment.status, "conversations": len(held),
                 "of": 2 * len(project.openers()), "turns": len(turn_ids), "rated": len(asked), "unparsed": unparsed,
                 "pairs": verdicts.total + verdicts.unparsed}

@@ -115,7 +115,6 @@ class ServiceClient:
                 time.sleep(1)
 
     def _stream(self, model: str, messages: list[dict[str, str]], **params) -> Iterator[StreamEvent]:
-        params = dict(params)
         extra = {k: params.pop(k) for k in ("repetition_penalty", "top_k") if params.get(k) is not None}
         start = time.perf_counter()
         first = None

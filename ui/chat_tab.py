@@ -89,7 +89,7 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
         try:
             # A message sent before the page has filled the model list goes to the model the list
             # will show first, and the list shows it: a newcomer's first Enter is never refused.
-            picked, chosen = (model_name, gr.skip()) if model_name else pickers.first_model(client)
+            picked, chosen = pickers.pick(client, model_name)
             for chat in conv.send(client, chat, text, picked, rater_of(rater_name, request), opener_id or None,
                                   **params(t, p, r, n)):
                 yield "", *shown(chat), chosen
@@ -108,7 +108,7 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
             yield *shown(chat), gr.skip()
             return
         try:
-            picked, chosen = (model_name, gr.skip()) if model_name else pickers.first_model(client)
+            picked, chosen = pickers.pick(client, model_name)
             for chat in conv.reply(client, chat, picked, **params(t, p, r, n)):
                 yield *shown(chat), chosen
                 chosen = gr.skip()

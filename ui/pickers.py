@@ -33,6 +33,12 @@ def first_model(client: ServiceClient) -> tuple[str, dict]:
     raise ServiceProblem("refused", "The service serves no model yet: load one with `lima serve --model NAME=PATH`.")
 
 
+def pick(client: ServiceClient, model_name: str | None) -> tuple[str, dict]:
+    """The model a message goes to: the one picked, else ``first_model`` (the page may not have
+    filled its list yet), with the dropdown update that shows it (a skip when nothing changes)."""
+    return (model_name, gr.skip()) if model_name else first_model(client)
+
+
 def waiting_note(waiting: str) -> str:
     """The status line while a sent message waits for its model to load."""
     return f"⏳ {waiting.split(';')[0]}: your message is saved and is answered as soon as the model is in"
