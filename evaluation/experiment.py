@@ -37,7 +37,8 @@ from tqdm import tqdm
 
 from dialogues import project
 from evaluation import agreement as agreements, pairwise, report as reports
-from evaluation.judge import RATING_SYSTEM, Judge, JudgeUnavailable, parse_label, rating_prompt
+from evaluation.judge import (RATING_SYSTEM, Judge, JudgeUnavailable, parse_label, rating_prompt, uncertainty,
+                              weighted_rating)
 from lima import children, conversation as conv, home, paper, service_child
 from lima.paper import DECODING, DIALOGUE, ZERO_SHOT
 from lima.service_client import ServiceClient, ServiceProblem
@@ -228,6 +229,7 @@ def snapshot(db, experiment: experiments.Experiment) -> Snapshot:
              + (f", replies capped at {cap} new tokens" if cap else "") + f"; judge {judge_model}"
              + (f" at {experiment.judge_url}" if experiment.judge_url else " on the experiment's own service")
              + f"; {unparsed} judge answers unparsed (not counted)."]
+    notes += _weighted_notes(asked, {t["id"]: c["model"] for c in conversations for t in c["turns"]})
     if not experiment.judge_url:
         notes.insert(0, DEMONSTRATION.format(judge=judge_model))
     judged = reports.Report(reports.tally(judged_conversations), [verdicts] if verdicts.total else [],
@@ -244,6 +246,24 @@ def snapshot(db, experiment: experiments.Experiment) -> Snapshot:
                 "of": 2 * len(project.openers()), "turns": len(turn_ids), "rated": len(asked), "unparsed": unparsed,
                 "pairs": verdicts.total + verdicts.unparsed}
     return Snapshot(experiment, judged, people, progress, agreement, raters)
+
+
+def _weighted_notes(asked: list[judgments.Judgment], model_of: dict[int, str]) -> list[str]:
+    """Per model, the judge's probability-weighted rating beside its chosen labels' mean, and how many
+    labels were near ties or unsure; nothing where the judge gave no probabilities."""
+    lines = []
+    for model in sorted({model_of[j.turn_id] for j in asked if j.turn_id in model_of}):
+        mine = [j for j in asked if model_of.get(j.turn_id) == model and j.probabilities and j.result in paper.LABELS]
+        if not mine:
+            continue
+        weighted = sum(weighted_rating(j.probabilities) for j in mine) / len(mine)
+        chosen = sum(paper.LABELS.index(j.result) + 1 for j in mine) / len(mine)
+        doubts = [uncertainty(j.probabilities) for j in mine]
+        lines.append(f"{model}: the judge's probability-weighted rating is {weighted:.2f} (Fail 1, Pass 2, "
+                     f"Excellent 3) beside {chosen:.2f} for the labels it chose, over {len(mine)} turns; "
+                     f"{doubts.count('near tie')} near ties (the two likeliest labels within 10 points), "
+                     f"{doubts.count('unsure')} unsure (no label at 60%).")
+    return lines
 
 
 @dataclass

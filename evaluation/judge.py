@@ -6,6 +6,10 @@ Three protocols from the paper:
   - helpfulness on a 1-6 scale (its Appendix D), used to pick a checkpoint and to score turns;
   - pairwise preference (section 4.1: which response is better, or neither), asked in both orders
     to cancel position bias (see ``compare``).
+Where the endpoint gives log probabilities (this service, vLLM, OpenAI), a question with a fixed
+set of answers also gets each answer's probability from the judge's first token (``Answer``): a
+label chosen at 51% is not one chosen at 99%, and the report says so. Endpoints without them are
+asked the same question and give the label alone.
 A reply the judge garbles is returned as unparsed (score None), never guessed. Transient failures
 are retried with exponential backoff by the openai client; an unreachable judge raises
 ``JudgeUnavailable`` naming the URL.
@@ -13,6 +17,7 @@ are retried with exponential backoff by the openai client; an unreachable judge 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -69,6 +74,47 @@ def parse_label(raw: str) -> str | None:
 SCORE = re.compile(r"score\s*[:=]?\s*\**\s*([1-6])\b", re.IGNORECASE)
 
 
+# How many alternatives to ask for at the answer's first token: every answer's first token is among
+# them for any sensible tokenizer, and 20 is OpenAI's limit.
+TOP_LOGPROBS = 20
+
+
+@dataclass
+class Answer:
+    text: str
+    probabilities: dict[str, float] | None = None  # each choice's probability; None where not given
+
+
+def choice_probabilities(logprobs, choices: list[str]) -> dict[str, float] | None:
+    """Each choice's probability from the log probabilities of the reply's first token that says
+    something: an alternative that begins exactly one choice (case and spaces aside) counts for it
+    (under a guided choice that is exact: that choice is the only way on). Normalised over the
+    choices; None when no alternative begins one."""
+    content = getattr(logprobs, "content", None) or []
+    first = next((t for t in content if t.token.strip()), None)
+    if first is None:
+        return None
+    mass = dict.fromkeys(choices, 0.0)
+    for alternative in first.top_logprobs or []:
+        text = alternative.token.strip().lower()
+        fits = [c for c in choices if text and c.lower().startswith(text)]
+        if len(fits) == 1:
+            mass[fits[0]] += math.exp(alternative.logprob)
+    total = sum(mass.values())
+    return {c: m / total for c, m in mass.items()} if total > 0 else None
+
+
+def weighted_rating(probabilities: dict[str, float]) -> float:
+    """The paper's three levels as 1, 2, 3 (Fail, Pass, Excellent), weighted by the judge's probabilities."""
+    return sum(p * (LABELS.index(label) + 1) for label, p in probabilities.items())
+
+
+def uncertainty(probabilities: dict[str, float]) -> str | None:
+    """'near tie' when the two likeliest answers are within 10 points, 'unsure' when none reaches 60%."""
+    first, second = (sorted(probabilities.values(), reverse=True) + [0.0])[:2]
+    return "near tie" if first - second < 0.1 else "unsure" if first < 0.6 else None
+
+
 class JudgeUnavailable(RuntimeError):
     """The judge endpoint could not be reached after retries."""
 
@@ -89,6 +135,8 @@ class Judge:
     # judge that cannot follow the instruction still picks the label it ranks highest. Off for
     # endpoints that do not know the extension.
     guided: bool = False
+    # Ask for log probabilities where there are fixed answers; turned off for an endpoint that refuses them.
+    logprobs: bool = True
 
     @classmethod
     def from_env(cls) -> "Judge | None":
@@ -106,11 +154,23 @@ class Judge:
             choices: list[str] | None = None) -> str:
         """One judge call, deterministic (temperature 0); the reply text. With ``guided`` and
         ``choices``, the reply is one of ``choices`` (no repetition penalty: the labels are in the question)."""
+        return self.answer(system, user, client, choices).text
+
+    def answer(self, system: str, user: str, client: openai.OpenAI | None = None,
+               choices: list[str] | None = None) -> Answer:
+        """``ask``, with each choice's probability where ``choices`` are given and the endpoint has them."""
         extra = {"guided_choice": choices, "repetition_penalty": 1.0} if self.guided and choices else None
+        wanted = {"logprobs": True, "top_logprobs": TOP_LOGPROBS} if choices and self.logprobs else {}
         try:
-            reply = (client or self.client()).chat.completions.create(
-                model=self.model, temperature=0, max_tokens=self.max_tokens, extra_body=extra,
-                messages=[{"role": "system", "content": system}, {"role": "user", "content": user}])
+            try:
+                reply = (client or self.client()).chat.completions.create(
+                    model=self.model, temperature=0, max_tokens=self.max_tokens, extra_body=extra, **wanted,
+                    messages=[{"role": "system", "content": system}, {"role": "user", "content": user}])
+            except openai.BadRequestError as exc:
+                if not wanted or "logprob" not in str(exc.message).lower():
+                    raise
+                self.logprobs = False  # an endpoint without log probabilities: ask as before
+                return self.answer(system, user, client, choices)
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
             raise JudgeUnavailable(f"the judge at {self.base_url} is unreachable after {self.retries} retries "
                                    f"({type(exc).__name__}); check the URL and that the server is running") from exc
@@ -119,7 +179,9 @@ class Judge:
         except openai.APIStatusError as exc:
             raise JudgeUnavailable(f"the judge at {self.base_url} answered HTTP {exc.status_code}: "
                                    f"{exc.message}") from exc
-        return reply.choices[0].message.content or ""
+        choice = reply.choices[0]
+        probabilities = choice_probabilities(choice.logprobs, choices) if wanted else None
+        return Answer(choice.message.content or "", probabilities)
 
     def helpfulness(self, prompt: str, response: str, client: openai.OpenAI | None = None) -> tuple[int | None, str]:
         """(score 1-6 or None when the reply has no score, raw reply)."""

@@ -16,8 +16,8 @@ import hashlib
 import re
 import sys
 
-from evaluation.judge import (HELPFULNESS_SYSTEM, HELPFULNESS_TEMPLATE, Judge, JudgeUnavailable, QuestionRefused,
-                              parse_score)
+from evaluation.judge import (HELPFULNESS_SYSTEM, HELPFULNESS_TEMPLATE, Answer, Judge, JudgeUnavailable,
+                              QuestionRefused, parse_score)
 from evaluation.stats import tie_discounted_accuracy
 from lima.store import chatlog, comparisons, connect, judgments
 
@@ -94,15 +94,16 @@ class Runner:
             self.reused += 1
             return found.raw
         try:
-            raw = self.judge.ask(system, prompt, self.client, choices)
+            answer = self.judge.answer(system, prompt, self.client, choices)
         except QuestionRefused as exc:  # stored as the answer: it parses as nothing, so counts as unparsed
-            raw = f"[no answer: {exc}]"
+            answer = Answer(f"[no answer: {exc}]")
         self.asked += 1
         if parse is None:
             parse = (lambda r: str(parse_score(r))) if protocol == "helpfulness" else parse_choice
-        judgments.add(self.db, judgments.Judgment(key, protocol, self.judge.model, str(parse(raw)), raw,
-                                                  self.judge.base_url, **where))
-        return raw
+        judgments.add(self.db, judgments.Judgment(key, protocol, self.judge.model, str(parse(answer.text)),
+                                                  answer.text, self.judge.base_url, **where,
+                                                  probabilities=answer.probabilities))
+        return answer.text
 
     def pair(self, protocol: str, template: str, comparison: str, position: int, a: str, b: str, **fields) -> str:
         left_first = parse_choice(self.ask(protocol, PAIRWISE_SYSTEM, template.format(a=a, b=b, **fields),

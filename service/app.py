@@ -3,7 +3,9 @@
     GET  /health                  readiness (503 while start-up models load, with their stages), engine,
                                   models and whether serving is paused
     GET  /v1/models               the served models (OpenAI list format)
-    POST /v1/chat/completions     chat, streaming (SSE) or not, with usage counts
+    GET  /v1/models/{id}          one of them (404 in OpenAI's error shape for an unknown one)
+    POST /v1/chat/completions     chat, streaming (SSE) or not, with usage counts and log probabilities
+    POST /v1/completions          a text prompt continued as it is (no chat template), the same engine
     POST /admin/models            serve a folder or hub id under a name (add or replace, live)
     DELETE /admin/models/{name}   stop serving a model
     POST /admin/sleep, /admin/wake   free / restore the accelerator around a training run
@@ -24,18 +26,23 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
-from openai.types.chat.chat_completion import Choice
+from openai.types import Completion, CompletionChoice
+from openai.types.chat import (ChatCompletion, ChatCompletionChunk, ChatCompletionMessage,
+                               ChatCompletionTokenLogprob)
+from openai.types.chat.chat_completion import Choice, ChoiceLogprobs
 from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from openai.types.chat.chat_completion_chunk import ChoiceLogprobs as ChunkLogprobs
+from openai.types.chat.chat_completion_token_logprob import TopLogprob
+from openai.types.completion_choice import Logprobs as TextLogprobs
 from openai.types.completion_usage import CompletionUsage
 
 from lima.model_files import ModelLoadError
 from lima.service_client import SERVICE
 from lima.validation import validation_message
-from service.engines.base import (Delta, Engine, EngineError, EngineUnavailable, InvalidRequest, Prepared,
-                                  PromptTooLong, UnknownModel, WarmingUp)
-from service.protocol import ChatCompletionRequest, ModelRegistration, RequestError
+from service.engines.base import (Delta, Engine, EngineError, EngineUnavailable, InvalidRequest, Logprob,
+                                  ModelInfo, Prepared, PromptTooLong, UnknownModel, WarmingUp)
+from service.protocol import ChatCompletionRequest, CompletionRequest, ModelRegistration, RequestError
 from service.sampling import SamplingParams
 from service.warmup import Warmup
 
@@ -89,14 +96,16 @@ def create_app(engine: Engine, api_key: str | None = None, warmup: Warmup | None
 
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def list_models():
-        now = int(time.time())
-        return {"object": "list", "data": [
-            {"id": m.name, "object": "model", "created": now, "owned_by": "lima-studio", "root": m.source,
-             "max_model_len": m.context_length, "engine": m.engine, "state": m.state}
-            for m in engine.models()]}
+        return {"object": "list", "data": [_card(m) for m in engine.models()]}
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
-    async def chat_completions(req: ChatCompletionRequest):
+    @app.get("/v1/models/{name}", dependencies=[Depends(authorized)])
+    async def get_model(name: str):
+        found = next((m for m in engine.models() if m.name == name), None)
+        if found is None:
+            raise UnknownModel(name, [m.name for m in engine.models()])
+        return _card(found)
+
+    async def prepare(req: ChatCompletionRequest | CompletionRequest, prompt: list[dict[str, str]] | str) -> Prepared:
         params = SamplingParams.from_request(req)
         stage = warmup.stage(req.model)
         if stage is not None:
@@ -104,12 +113,26 @@ def create_app(engine: Engine, api_key: str | None = None, warmup: Warmup | None
                             "try again in a moment", "model")
         if req.model in failures and req.model not in {m.name for m in engine.models()}:
             raise EngineUnavailable(f"model '{req.model}' could not be loaded: {failures[req.model]}")
-        prepared = await engine.prepare(req.model, req.openai_messages(), params)
+        return await engine.prepare(req.model, prompt, params)
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
+    async def chat_completions(req: ChatCompletionRequest):
+        prepared = await prepare(req, req.openai_messages())
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(_sse(engine, prepared, completion_id, usage), media_type="text/event-stream")
         return await _complete(engine, prepared, completion_id)
+
+    @app.post("/v1/completions", dependencies=[Depends(authorized)])
+    async def text_completions(req: CompletionRequest):
+        prepared = await prepare(req, req.prompt)
+        completion_id = f"cmpl-{uuid.uuid4().hex[:24]}"
+        if req.stream:
+            usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_text_sse(engine, prepared, completion_id, usage),
+                                     media_type="text/event-stream")
+        return await _complete(engine, prepared, completion_id, chat=False)
 
     @app.post("/admin/models", dependencies=[Depends(authorized)])
     async def add_model(body: ModelRegistration):
@@ -135,6 +158,11 @@ def create_app(engine: Engine, api_key: str | None = None, warmup: Warmup | None
     return app
 
 
+def _card(m: ModelInfo) -> dict:
+    return {"id": m.name, "object": "model", "created": int(time.time()), "owned_by": "lima-studio",
+            "root": m.source, "max_model_len": m.context_length, "engine": m.engine, "state": m.state}
+
+
 def _engine_error(exc: EngineError) -> JSONResponse:
     """The HTTP answer to each kind of engine error."""
     if isinstance(exc, UnknownModel):
@@ -150,18 +178,58 @@ def _engine_error(exc: EngineError) -> JSONResponse:
     return _error(500, str(exc), "server_error", "engine_error", exc.param)
 
 
-async def _complete(engine: Engine, prepared: Prepared, completion_id: str) -> JSONResponse:
-    text, last = [], Delta()
+def _chat_logprobs(logprobs: list[Logprob]) -> list[ChatCompletionTokenLogprob]:
+    """OpenAI's chat shape: each token with its bytes, log probability and alternatives."""
+    return [ChatCompletionTokenLogprob(
+        token=lp.token, bytes=lp.bytes, logprob=lp.logprob,
+        top_logprobs=[TopLogprob(token=t.token, bytes=t.bytes, logprob=t.logprob) for t in lp.top])
+        for lp in logprobs]
+
+
+def _text_logprobs(logprobs: list[Logprob], offset: int) -> TextLogprobs:
+    """The completions API's older shape: parallel lists, alternatives as {token: log probability}."""
+    offsets, tops = [], []
+    for lp in logprobs:
+        offsets.append(offset)
+        offset += len(lp.token)
+        top: dict[str, float] = {}
+        for t in lp.top:  # two tokens may print alike (parts of characters): the likelier keeps the key
+            top.setdefault(t.token, t.logprob)
+        tops.append(top)
+    return TextLogprobs(tokens=[lp.token for lp in logprobs], token_logprobs=[lp.logprob for lp in logprobs],
+                        top_logprobs=tops, text_offset=offsets)
+
+
+async def _collect(engine: Engine, prepared: Prepared) -> tuple[str, Delta, list[Logprob]] | JSONResponse:
+    """The whole reply, its last event (finish reason, usage) and its tokens' log probabilities."""
+    text, last, logprobs = [], Delta(), []
     async for delta in engine.stream(prepared):
         if delta.finish_reason == "error":
             return _error(500, delta.text, "server_error", "generation_failed")
         text.append(delta.text)
+        logprobs += delta.logprobs or []
         last = delta
-    completion = ChatCompletion(
-        id=completion_id, object="chat.completion", created=int(time.time()), model=prepared.model,
-        choices=[Choice(index=0, finish_reason=last.finish_reason or "stop",
-                        message=ChatCompletionMessage(role="assistant", content="".join(text)))],
-        usage=_usage(last, prepared))
+    return "".join(text), last, logprobs
+
+
+async def _complete(engine: Engine, prepared: Prepared, completion_id: str, chat: bool = True) -> JSONResponse:
+    """The whole reply as one chat completion (or, ``chat`` false, one text completion)."""
+    collected = await _collect(engine, prepared)
+    if isinstance(collected, JSONResponse):
+        return collected
+    text, last, logprobs = collected
+    wanted, finish = prepared.params.logprobs is not None, last.finish_reason or "stop"
+    common = dict(id=completion_id, created=int(time.time()), model=prepared.model, usage=_usage(last, prepared))
+    if chat:
+        completion = ChatCompletion(
+            object="chat.completion", **common,
+            choices=[Choice(index=0, finish_reason=finish, message=ChatCompletionMessage(role="assistant", content=text),
+                            logprobs=ChoiceLogprobs(content=_chat_logprobs(logprobs)) if wanted else None)])
+    else:
+        completion = Completion(
+            object="text_completion", **common,
+            choices=[CompletionChoice(index=0, text=text, finish_reason=finish,
+                                      logprobs=_text_logprobs(logprobs, 0) if wanted else None)])
     return JSONResponse(completion.model_dump(exclude_none=True))
 
 
@@ -171,29 +239,66 @@ def _usage(last: Delta, prepared: Prepared) -> CompletionUsage:
                            total_tokens=prompt + last.completion_tokens)
 
 
-async def _sse(engine: Engine, prepared: Prepared, completion_id: str, include_usage: bool) -> AsyncIterator[str]:
-    created = int(time.time())
-
-    def chunk(delta: ChoiceDelta, finish: str | None = None, usage=None, choices=True) -> str:
-        body = ChatCompletionChunk(
-            id=completion_id, object="chat.completion.chunk", created=created, model=prepared.model,
-            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)] if choices else [], usage=usage)
-        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
-
-    yield chunk(ChoiceDelta(role="assistant", content=""))
+async def _events(engine: Engine, prepared: Prepared) -> AsyncIterator[Delta | str]:
+    """The engine's events, or an error event (SSE text) that ends the stream."""
     try:
         async for delta in engine.stream(prepared):
             if delta.finish_reason == "error":
                 error = {"error": {"message": delta.text, "type": "server_error", "code": "generation_failed"}}
                 yield f"data: {json.dumps(error)}\n\n"
                 return
-            if delta.text:
-                yield chunk(ChoiceDelta(content=delta.text))
-            if delta.finish_reason:
-                yield chunk(ChoiceDelta(), finish=delta.finish_reason)
-                if include_usage:
-                    yield chunk(ChoiceDelta(), usage=_usage(delta, prepared), choices=False)
+            yield delta
     except EngineError as exc:  # after the headers went out: the error travels as an event
         yield f"data: {json.dumps(json.loads(_engine_error(exc).body))}\n\n"
-        return
+
+
+async def _sse(engine: Engine, prepared: Prepared, completion_id: str, include_usage: bool) -> AsyncIterator[str]:
+    created = int(time.time())
+    wanted = prepared.params.logprobs is not None
+
+    def chunk(delta: ChoiceDelta, finish: str | None = None, usage=None, choices=True, logprobs=None) -> str:
+        body = ChatCompletionChunk(
+            id=completion_id, object="chat.completion.chunk", created=created, model=prepared.model,
+            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=logprobs)] if choices else [],
+            usage=usage)
+        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+
+    yield chunk(ChoiceDelta(role="assistant", content=""))
+    async for delta in _events(engine, prepared):
+        if isinstance(delta, str):
+            yield delta
+            return
+        if delta.text or (wanted and delta.logprobs):
+            logprobs = ChunkLogprobs(content=_chat_logprobs(delta.logprobs or [])) if wanted else None
+            yield chunk(ChoiceDelta(content=delta.text), logprobs=logprobs)
+        if delta.finish_reason:
+            yield chunk(ChoiceDelta(), finish=delta.finish_reason)
+            if include_usage:
+                yield chunk(ChoiceDelta(), usage=_usage(delta, prepared), choices=False)
+    yield "data: [DONE]\n\n"
+
+
+async def _text_sse(engine: Engine, prepared: Prepared, completion_id: str, include_usage: bool) -> AsyncIterator[str]:
+    created, offset = int(time.time()), 0
+    wanted = prepared.params.logprobs is not None
+
+    def chunk(text: str, finish: str | None = None, logprobs: list[Logprob] | None = None, usage=None) -> str:
+        # model_construct: a streamed piece has no finish reason yet, which the type does not allow
+        choice = CompletionChoice.model_construct(
+            index=0, text=text, finish_reason=finish,
+            logprobs=_text_logprobs(logprobs or [], offset) if wanted and logprobs is not None else None)
+        body = Completion.model_construct(id=completion_id, object="text_completion", created=created,
+                                          model=prepared.model, choices=[choice] if usage is None else [],
+                                          usage=usage)
+        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+
+    async for delta in _events(engine, prepared):
+        if isinstance(delta, str):
+            yield delta
+            return
+        if delta.text or delta.finish_reason:
+            yield chunk(delta.text, delta.finish_reason, delta.logprobs or [])
+            offset += len(delta.text)
+        if delta.finish_reason and include_usage:
+            yield chunk("", usage=_usage(delta, prepared))
     yield "data: [DONE]\n\n"

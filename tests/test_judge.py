@@ -3,7 +3,17 @@
 import pytest
 
 from evaluation import pairwise
-from evaluation.judge import Judge, JudgeUnavailable, parse_score
+import math
+
+import openai
+from openai.types.chat.chat_completion import ChoiceLogprobs
+from openai.types.chat.chat_completion_token_logprob import ChatCompletionTokenLogprob, TopLogprob
+
+from evaluation.experiment import _weighted_notes
+from evaluation.judge import (Judge, JudgeUnavailable, choice_probabilities, parse_score, uncertainty,
+                              weighted_rating)
+from lima import paper
+from lima.store import judgments
 from lima.store import connect
 from tests.helpers.comparisons import comparison, conversation
 from tests.helpers.fake_judge import fake_judge, response
@@ -137,3 +147,70 @@ def test_a_question_the_judge_refuses_counts_as_unparsed_and_the_rest_go_on(lima
         assert runner.ask("paper-rating", "s", "LONG question") == raw and len(requests) == 2  # stored, not re-asked
     stored = {row["raw"][:4]: row["result"] for row in connect()["judgments"].rows_where()}
     assert stored == {"[no ": "False", "Pass": "True"}
+
+
+def first_token(*alternatives: tuple[str, float], lead: str = "") -> ChoiceLogprobs:
+    """A reply's log probabilities: an optional blank token, then a token with these alternatives."""
+    def token(text, alts):
+        return ChatCompletionTokenLogprob(token=text, bytes=None, logprob=alts[0][1] if alts else 0.0,
+                                          top_logprobs=[TopLogprob(token=t, bytes=None, logprob=v) for t, v in alts])
+    return ChoiceLogprobs(content=([token(lead, [(lead, 0.0)])] if lead else []) +
+                          [token(alternatives[0][0], list(alternatives))])
+
+
+def test_label_probabilities_count_each_first_token_for_the_one_label_it_begins():
+    found = choice_probabilities(first_token(("P", math.log(0.3)), ("Pass", math.log(0.2)), ("Ex", math.log(0.25)),
+                                             (" fail", math.log(0.05)), ("The", math.log(0.2)), lead="\n"),
+                                 list(paper.LABELS))
+    # 'The' begins no label; the rest is normalised over the labels
+    assert found == pytest.approx({"Fail": 0.0625, "Pass": 0.625, "Excellent": 0.3125})
+    assert weighted_rating(found) == pytest.approx(0.0625 + 2 * 0.625 + 3 * 0.3125)
+    assert choice_probabilities(first_token(("Sure", 0.0)), list(paper.LABELS)) is None
+    assert choice_probabilities(None, list(paper.LABELS)) is None
+    # an alternative that begins two answers counts for neither
+    assert choice_probabilities(first_token(("N", math.log(0.5)), ("A", math.log(0.5))),
+                                ["Neither", "No", "A"]) == {"Neither": 0.0, "No": 0.0, "A": 1.0}
+    assert uncertainty({"Fail": 0.45, "Pass": 0.4, "Excellent": 0.15}) == "near tie"
+    assert uncertainty({"Fail": 0.55, "Pass": 0.3, "Excellent": 0.15}) == "unsure"
+    assert uncertainty({"Fail": 0.9, "Pass": 0.1, "Excellent": 0.0}) is None
+
+
+def test_a_judge_on_this_service_gives_each_labels_probability(api, lima_home):
+    client = openai.OpenAI(base_url="http://service/v1", api_key="unused", max_retries=0, http_client=api)
+    judge = Judge("http://service/v1", "base", guided=True, max_tokens=8)
+    runner = pairwise.Runner(connect(), judge)
+    runner.client = client
+    raw = runner.ask("paper-rating", "You rate replies.", "Rate this reply: 'hello'", choices=list(paper.LABELS),
+                     parse=lambda r: r, turn_id=1)
+    assert raw in paper.LABELS
+    stored = judgments.of_protocol(connect(), "paper-rating")[0]
+    assert set(stored.probabilities) == set(paper.LABELS)
+    assert sum(stored.probabilities.values()) == pytest.approx(1.0)
+    # the chosen label (greedy, token by token) has a real share of the probability
+    assert stored.probabilities[raw] > 0.05
+
+
+def test_an_endpoint_that_refuses_log_probabilities_is_asked_as_before(lima_home):
+    with fake_judge(lambda system, user: "Pass\nFine.", refuse_logprobs=True) as (url, requests):
+        runner = pairwise.Runner(connect(), judge(url, retries=0))
+        assert runner.ask("paper-rating", "s", "q1", choices=list(paper.LABELS), parse=lambda r: r[:4]) == "Pass\nFine."
+        assert runner.ask("paper-rating", "s", "q2", choices=list(paper.LABELS), parse=lambda r: r[:4]) == "Pass\nFine."
+        # asked with log probabilities once, refused, then as before from then on
+        assert [bool(r.get("logprobs")) for r in requests] == [True, False, False]
+    assert [j.probabilities for j in judgments.of_protocol(connect(), "paper-rating")] == [None, None]
+    with fake_judge(lambda system, user: "Pass") as (url, requests):  # gives none: same answer, no probabilities
+        answer = judge(url, retries=0).answer("s", "q", choices=list(paper.LABELS))
+        assert answer.text == "Pass" and answer.probabilities is None
+
+
+def test_the_experiment_report_puts_the_weighted_rating_beside_the_labels():
+    def asked(turn, label, probabilities):
+        return judgments.Judgment(f"k{turn}", "paper-rating", "judge", label, label, turn_id=turn,
+                                  probabilities=probabilities)
+    rows = [asked(1, "Pass", {"Fail": 0.45, "Pass": 0.5, "Excellent": 0.05}),
+            asked(2, "Excellent", {"Fail": 0.0, "Pass": 0.1, "Excellent": 0.9}),
+            asked(3, "Fail", None)]
+    notes = _weighted_notes(rows, {1: "lima-dialogue", 2: "lima-dialogue", 3: "lima-zero-shot"})
+    assert len(notes) == 1  # the zero-shot model's one label came without probabilities
+    assert notes[0].startswith("lima-dialogue: the judge's probability-weighted rating is 2.25")
+    assert "beside 2.50 for the labels it chose, over 2 turns; 1 near ties" in notes[0] and "0 unsure" in notes[0]

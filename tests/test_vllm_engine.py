@@ -104,6 +104,34 @@ def test_lifecycle_start_proxy_sleep_wake_stop(tmp_path, tiny_base, record):
     asyncio.run(scenario())
 
 
+def test_log_probabilities_json_and_text_completions_are_passed_to_vllm(tmp_path, tiny_base, record):
+    async def scenario():
+        engine = VllmEngine(FAKE, require_gpu=False, startup_timeout=30)
+        await engine.add_model("lima-dialogue", str(lima_folder(tmp_path, tiny_base)))
+        schema = '{"type": "object"}'
+        params = SamplingParams(max_tokens=20, logprobs=3, json_schema=schema)
+        prepared = await engine.prepare("lima-dialogue", [{"role": "user", "content": "hello there"}], params)
+        deltas = [d async for d in engine.stream(prepared)]
+        sent = events(record, "request")[-1]
+        assert sent["path"] == "/v1/chat/completions"
+        assert sent["body"]["logprobs"] is True and sent["body"]["top_logprobs"] == 3
+        assert sent["body"]["response_format"]["json_schema"]["schema"] == {"type": "object"}
+        tokens = [lp for d in deltas for lp in d.logprobs or []]
+        assert [t.token for t in tokens] == ["echo:", " hello", " there"] and tokens[0].logprob == -0.5
+        assert tokens[1].top[0].token == " hello" and bytes(tokens[1].bytes) == b" hello"
+
+        prepared = await engine.prepare("lima-dialogue", "once upon", SamplingParams(max_tokens=5, logprobs=1))
+        deltas = [d async for d in engine.stream(prepared)]
+        sent = events(record, "request")[-1]
+        assert sent["path"] == "/v1/completions" and sent["body"]["prompt"] == "once upon"
+        assert sent["body"]["logprobs"] == 1 and "response_format" not in sent["body"]
+        assert "".join(d.text for d in deltas) == "echo: once upon" and deltas[-1].finish_reason == "stop"
+        assert [lp.token for d in deltas for lp in d.logprobs or []] == ["echo:", " once", " upon"]
+        await engine.close()
+
+    asyncio.run(scenario())
+
+
 def test_out_of_memory_at_load_names_the_cause_and_keeps_the_old_model(tmp_path, tiny_base, record, monkeypatch):
     async def scenario():
         engine = VllmEngine(FAKE, require_gpu=False, startup_timeout=30)

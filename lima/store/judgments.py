@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 
 from sqlite_utils import Database
@@ -27,10 +28,13 @@ class Judgment:
     turn_id: int | None = None
     order: str | None = None
     created: str | None = None
+    probabilities: dict[str, float] | None = None  # each answer's probability, where the judge gave them
 
 
 def _of(row: dict) -> Judgment:
-    return Judgment(**{f.name: row[f.name] for f in fields(Judgment)})
+    found = Judgment(**{f.name: row.get(f.name) for f in fields(Judgment)})
+    found.probabilities = json.loads(found.probabilities) if found.probabilities else None
+    return found
 
 
 def get(db: Database, key: str) -> Judgment | None:
@@ -39,7 +43,9 @@ def get(db: Database, key: str) -> Judgment | None:
 
 
 def add(db: Database, judgment: Judgment) -> None:
-    db["judgments"].insert({**asdict(judgment), "created": judgment.created or utcnow()})
+    probabilities = json.dumps(judgment.probabilities) if judgment.probabilities else None
+    db["judgments"].insert({**asdict(judgment), "created": judgment.created or utcnow(),
+                            "probabilities": probabilities})
 
 
 def of_protocol(db: Database, protocol_prefix: str, judge_model: str | None = None,

@@ -162,3 +162,10 @@ def m008_run_behaviour(db: Database) -> None:
     db["models"].add_column("warning", str)
     db["runs"].add_column("activity", str)
     db["runs"].add_column("eot_fit", str)  # JSON: how the new EOT row was fitted (training/eot_fit.py)  # what a run does after its last step ("measuring ...")
+
+
+@migrations()
+def m009_judge_probabilities(db: Database) -> None:
+    # JSON {answer: probability} from the judge's log probabilities of its first token, where its
+    # endpoint gives them (null where it does not): the weight behind a label, not just the label.
+    db["judgments"].add_column("probabilities", str)

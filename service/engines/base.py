@@ -49,6 +49,21 @@ class WarmingUp(EngineUnavailable):
 
 
 @dataclass
+class Logprob:
+    """One generated token's text, its exact bytes (a token may hold part of a character) and log
+    probability, and the likeliest alternatives (each a Logprob without alternatives)."""
+
+    token: str
+    logprob: float
+    bytes: list[int] = field(default_factory=list)
+    top: list["Logprob"] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, raw: bytes, logprob: float, top: list["Logprob"] | None = None) -> "Logprob":
+        return cls(raw.decode("utf-8", errors="replace"), logprob, list(raw), top or [])
+
+
+@dataclass
 class Delta:
     """One streamed event: new text, and on the last one the finish reason and usage."""
 
@@ -56,6 +71,7 @@ class Delta:
     finish_reason: str | None = None  # "stop" | "length" | "cancelled"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: list[Logprob] | None = None  # the tokens behind ``text``, when the request asked
 
 
 @dataclass
@@ -63,7 +79,7 @@ class Prepared:
     """A validated request, ready to stream; engines keep what they need in ``payload``."""
 
     model: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, str]] | str  # a plain string: a text completion's prompt
     params: SamplingParams
     prompt_tokens: int = 0
     payload: dict = field(default_factory=dict)
@@ -98,8 +114,9 @@ class Engine(ABC):
     async def remove_model(self, name: str) -> None: ...
 
     @abstractmethod
-    async def prepare(self, model: str, messages: list[dict[str, str]], params: SamplingParams) -> Prepared:
-        """Render and count the prompt; raise an EngineError for anything the client got wrong."""
+    async def prepare(self, model: str, messages: list[dict[str, str]] | str, params: SamplingParams) -> Prepared:
+        """Render and count the prompt (a conversation, or a plain text prompt continued as it is);
+        raise an EngineError for anything the client got wrong."""
 
     @abstractmethod
     def stream(self, prepared: Prepared) -> AsyncIterator[Delta]:

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 import torch
 
 from service.engines import kv_cache
-from service.engines.base import Delta
-from service.engines.sampler import BatchSampler
+from service.engines.base import Delta, Logprob
+from service.engines.sampler import BatchSampler, TokenLogprob
 from service.sampling import SamplingParams
 
 log = logging.getLogger("lima.batcher")
@@ -54,7 +54,8 @@ class Sequence:
     read_offset: int = 0
     cancelled: bool = False
     finish_reason: str | None = None
-    choice_ids: list[list[int]] | None = None  # guided choice: each allowed reply's token ids
+    matcher: object = None  # the reply's grammar (constraints.Matcher), if it has one
+    logprobs: list[Logprob] = field(default_factory=list)  # not yet emitted (when asked for)
 
 
 class ForwardRunner:
@@ -83,8 +84,10 @@ class Batcher:
     ``runner`` does the arithmetic: a ``ForwardRunner`` or the CPU's lean decoder (fast_llama)."""
 
     def __init__(self, compute: "ComputeThread", runner, tokenizer, eos_ids: set[int], max_batch: int = 8,
-                 name: str = "model"):
+                 name: str = "model", token_bytes: Callable[[int], bytes] | None = None):
         self.compute, self.runner, self.tokenizer, self.eos_ids = compute, runner, tokenizer, eos_ids
+        # a token's exact bytes, for log probabilities (decoding one token alone may split a character)
+        self.token_bytes = token_bytes or (lambda token: tokenizer.decode([token]).encode())
         self.max_batch, self.name = max_batch, name
         self.device = runner.device
         self.num_layers = runner.config.get_text_config().num_hidden_layers
@@ -147,9 +150,9 @@ class Batcher:
         single = kv_cache.new_cache(self.num_layers)
         logits = self.runner.prefill(ids, single)
         row = len(self.active)
-        self.sampler.add_row(seq.params, seq.prompt_ids, seq.choice_ids)
+        self.sampler.add_row(seq.params, seq.prompt_ids, seq.matcher)
         token = self.sampler.sample(logits, rows=[row])
-        if self._push(seq, int(token[0])):
+        if self._push(seq, int(token[0]), self.sampler.last_logprobs[0]):
             self.sampler.keep_rows(torch.arange(row))
             return
         self.mask = kv_cache.merge(self.cache, self.mask, single, len(seq.prompt_ids))
@@ -165,7 +168,8 @@ class Batcher:
         self.mask, self.positions = mask, self.positions + 1
         tokens = self.sampler.sample(logits)
         self.last = tokens.view(-1, 1)
-        done = [self._push(seq, int(t)) for seq, t in zip(self.active, tokens.tolist())]
+        done = [self._push(seq, int(t), lp)
+                for seq, t, lp in zip(self.active, tokens.tolist(), self.sampler.last_logprobs)]
         if any(done):
             keep = torch.tensor([i for i, d in enumerate(done) if not d], dtype=torch.long)
             self.active = [s for s, d in zip(self.active, done) if not d]
@@ -176,14 +180,17 @@ class Batcher:
             self.positions, self.last = self.positions[keep], self.last[keep]
             self.sampler.keep_rows(keep)
 
-    def _push(self, seq: Sequence, token: int) -> bool:
-        """Record one sampled token, emit any new text; True when the sequence is finished."""
+    def _push(self, seq: Sequence, token: int, logprob: TokenLogprob | None = None) -> bool:
+        """Record one sampled token, emit any new text; True when the sequence is finished.
+        A token's log probability goes out with the text it completes (the stop token's with none)."""
         if seq.cancelled:
             return True
         finish = None
         if token in self.eos_ids and not seq.params.ignore_eos:
             finish = "stop"
         else:
+            if logprob is not None:
+                seq.logprobs.append(self._as_text(logprob))
             seq.output_ids.append(token)
             self._detokenize(seq)
             if seq.params.stop and self._hit_stop(seq):
@@ -197,9 +204,14 @@ class Batcher:
             piece, seq.sent = seq.text[seq.sent:max(ready, seq.sent)], max(ready, seq.sent)
             completion = len(seq.output_ids) + (1 if finish == "stop" and token in self.eos_ids else 0)
             seq.emit(Delta(text=piece, finish_reason=finish, prompt_tokens=len(seq.prompt_ids),
-                           completion_tokens=completion))
+                           completion_tokens=completion, logprobs=seq.logprobs or None))
+            seq.logprobs = []
         seq.finish_reason = finish
         return finish is not None
+
+    def _as_text(self, logprob: TokenLogprob) -> Logprob:
+        raw = self.token_bytes
+        return Logprob.of(raw(logprob.token), logprob.logprob, [Logprob.of(raw(t), lp) for t, lp in logprob.top])
 
     def _detokenize(self, seq: Sequence) -> None:
         # Incremental decoding (as in TGI/vLLM): decode a short window so multi-byte characters
@@ -255,11 +267,12 @@ class ComputeThread:
         self.wake.set()
         return future
 
-    def serve(self, runner, tokenizer, eos_ids: set[int], max_batch: int = 8, name: str = "model") -> Batcher:
+    def serve(self, runner, tokenizer, eos_ids: set[int], max_batch: int = 8, name: str = "model",
+              token_bytes: Callable[[int], bytes] | None = None) -> Batcher:
         """A batcher for ``runner``, stepped by this thread from now on (call from any thread)."""
 
         def create() -> Batcher:  # here, not on the caller's thread: building its state runs torch
-            batcher = Batcher(self, runner, tokenizer, eos_ids, max_batch, name)
+            batcher = Batcher(self, runner, tokenizer, eos_ids, max_batch, name, token_bytes)
             self.batchers.append(batcher)
             return batcher
 

@@ -6,17 +6,36 @@ vectorised tensor operations (same definitions as transformers' warpers).
 
 The repetition penalty is ``lima.repetition_penalty``'s: the tokens that end a turn are exempt.
 
-A row may be guided to a choice of replies (vLLM's ``guided_choice``): each step only the tokens
-that continue one of the choices' token sequences are allowed, and a stop token once a choice is
-complete, so the reply is exactly one of them, the one the model ranks highest token by token.
+A row may carry a grammar (``constraints.Matcher``: vLLM's ``guided_choice``, OpenAI's JSON
+``response_format``): each step only the tokens it allows keep their scores, so the reply follows it.
+
+A row may ask for log probabilities (OpenAI's ``logprobs``): they are those of the distribution the
+token is drawn from before truncation: the model's logits after the repetition penalty and the
+grammar's mask, divided by the temperature (1 for greedy rows), log-softmaxed over the whole
+vocabulary; top-k and top-p then only narrow which tokens may be drawn.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from lima.repetition_penalty import penalise
 from service.sampling import SamplingParams
+
+
+# What JSON cannot carry for a token the mask rules out (-inf): vLLM's value.
+MASKED_LOGPROB = -9999.0
+
+
+@dataclass
+class TokenLogprob:
+    """The sampled token's log probability and the ``top`` likeliest tokens' (id, log probability)."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]
 
 
 class BatchSampler:
@@ -27,17 +46,18 @@ class BatchSampler:
         # tokens never penalised for having been seen: the stop tokens
         self.penalisable = torch.ones(vocab_size, dtype=torch.bool, device=device)
         self.penalisable[[i for i in exempt if 0 <= i < vocab_size]] = False
+        self.exempt = frozenset(exempt)
         self.temperature = torch.empty(0, 1, device=device)
         self.top_p = torch.empty(0, 1, device=device)
         self.top_k: list[int] = []
         self.penalty = torch.empty(0, 1, device=device)
         self.seen = torch.empty(0, vocab_size, dtype=torch.bool, device=device)
         self.generators: list[torch.Generator | None] = []
-        self.stop_id = min(exempt) if exempt else None
-        # guided rows: (the choices' token ids, the tokens this row has produced so far)
-        self.guides: list[tuple[list[list[int]], list[int]] | None] = []
+        self.matchers: list = []  # each row's grammar (constraints.Matcher) or None
+        self.logprobs: list[int | None] = []  # each row's number of alternatives, None for no log probabilities
+        self.last_logprobs: list[TokenLogprob | None] = []  # per sampled row, from the last ``sample``
 
-    def add_row(self, params: SamplingParams, prompt_ids: list[int], choice_ids: list[list[int]] | None = None) -> None:
+    def add_row(self, params: SamplingParams, prompt_ids: list[int], matcher=None) -> None:
         seen = torch.zeros(1, self.vocab_size, dtype=torch.bool, device=self.device)
         seen[0, torch.tensor(prompt_ids, device=self.device).clamp(max=self.vocab_size - 1)] = True
         self.seen = torch.cat([self.seen, seen])
@@ -51,7 +71,8 @@ class BatchSampler:
             gen = torch.Generator(device=self.device)
             gen.manual_seed(params.seed)
         self.generators.append(gen)
-        self.guides.append((choice_ids, []) if choice_ids else None)
+        self.matchers.append(matcher)
+        self.logprobs.append(params.logprobs)
 
     def keep_rows(self, keep: torch.Tensor) -> None:
         idx = keep.tolist()
@@ -59,7 +80,8 @@ class BatchSampler:
         self.top_p, self.penalty = self.top_p[keep], self.penalty[keep]
         self.top_k = [self.top_k[i] for i in idx]
         self.generators = [self.generators[i] for i in idx]
-        self.guides = [self.guides[i] for i in idx]
+        self.matchers = [self.matchers[i] for i in idx]
+        self.logprobs = [self.logprobs[i] for i in idx]
 
     def sample(self, logits: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
         """Next token for each row of ``logits``; ``rows`` names this sampler's row for each (default: all)."""
@@ -69,9 +91,11 @@ class BatchSampler:
         top_p, penalty = self.top_p[idx], self.penalty[idx]
 
         logits = penalise(logits, seen & self.penalisable, penalty)
-        for j, i in enumerate(idx.tolist()):
-            if self.guides[i] is not None:
-                logits[j] = self._guided(logits[j], *self.guides[i])
+        row_ids = idx.tolist()
+        for j, i in enumerate(row_ids):
+            if self.matchers[i] is not None:
+                allowed = torch.from_numpy(self.matchers[i].allowed()).to(logits.device)
+                logits[j] = logits[j].masked_fill(~allowed, float("-inf"))
 
         out = logits.argmax(-1)
         sampled = (temp > 0).squeeze(1).nonzero().squeeze(1).tolist()
@@ -96,20 +120,18 @@ class BatchSampler:
             if free:
                 out[[sampled[j] for j in free]] = torch.multinomial(probs[free], 1).squeeze(1)
         self.seen[idx, out] = True
-        for j, i in enumerate(idx.tolist()):
-            if self.guides[i] is not None:
-                self.guides[i][1].append(int(out[j]))
+        self.last_logprobs = [None] * len(row_ids)
+        for j, i in enumerate(row_ids):
+            if self.logprobs[i] is not None:
+                self.last_logprobs[j] = self._logprobs(logits[j], float(temp[j]), int(out[j]), self.logprobs[i])
+            if self.matchers[i] is not None and int(out[j]) not in self.exempt:
+                self.matchers[i].take(int(out[j]))
         return out
 
-    def _guided(self, logits: torch.Tensor, choices: list[list[int]], done: list[int]) -> torch.Tensor:
-        """``logits`` with every token masked but those that continue a choice (or end a complete one)."""
-        n = len(done)
-        allowed = {c[n] for c in choices if len(c) > n and c[:n] == done}
-        if any(c == done for c in choices) and self.stop_id is not None:
-            allowed.add(self.stop_id)
-        if not allowed:  # cannot happen while rows only take allowed tokens; never mask everything
-            return logits
-        keep = torch.full_like(logits, float("-inf"))
-        ids = torch.tensor(sorted(allowed), dtype=torch.long, device=logits.device)
-        keep[ids] = logits[ids]
-        return keep
+    @staticmethod
+    def _logprobs(logits: torch.Tensor, temperature: float, token: int, k: int) -> TokenLogprob:
+        logp = (logits / (temperature if temperature > 0 else 1.0)).log_softmax(-1)
+        top = logp.topk(k) if k else None
+        clamp = lambda x: max(float(x), MASKED_LOGPROB)  # noqa: E731
+        return TokenLogprob(token, clamp(logp[token]),
+                            [(int(t), clamp(v)) for v, t in zip(top.values, top.indices)] if top else [])

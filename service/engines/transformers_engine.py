@@ -25,6 +25,7 @@ from lima.paper import DECODING
 from service.engines.base import (Delta, Engine, EngineUnavailable, ModelInfo, Prepared, PromptTooLong,
                                   StageCallback, UnknownModel)
 from service.engines import fast_llama, weight_formats
+from service.engines.constraints import Grammars
 from service.engines.batcher import Batcher, ComputeThread, ForwardRunner, Sequence
 from service.sampling import SamplingParams
 
@@ -38,6 +39,7 @@ class LoadedModel:
     tokenizer: object
     batcher: Batcher
     context_length: int
+    grammars: Grammars
 
 
 def context_length(model, tokenizer) -> int:
@@ -130,10 +132,12 @@ class TransformersEngine(Engine):
             runner, tokenizer, stops, ctx = await asyncio.wrap_future(self.compute.call(
                 load_runner, name, source, self.device, self.dtype, self.quantize, self.cpu_decoder,
                 on_stage or (lambda stage: None)))
-            batcher = await asyncio.to_thread(self.compute.serve, runner, tokenizer, stops, self.max_batch, name)
+            grammars = Grammars(tokenizer, runner.config.get_text_config().vocab_size, stops)
+            batcher = await asyncio.to_thread(self.compute.serve, runner, tokenizer, stops, self.max_batch, name,
+                                              grammars.token_bytes)
             info = ModelInfo(name=name, source=source, engine=self.kind, context_length=ctx)
             old = self._models.get(name)
-            self._models[name] = LoadedModel(info, runner, tokenizer, batcher, ctx)
+            self._models[name] = LoadedModel(info, runner, tokenizer, batcher, ctx, grammars)
         if old is not None:  # requests already running on the old weights finish on them
             await self._retire(old)
         log.info("serving %s from %s (%s, context %d)", name, source, self.device, ctx)
@@ -158,31 +162,33 @@ class TransformersEngine(Engine):
 
     # -- generation ---------------------------------------------------------------------------
 
-    async def prepare(self, model: str, messages: list[dict[str, str]], params: SamplingParams) -> Prepared:
+    async def prepare(self, model: str, messages: list[dict[str, str]] | str, params: SamplingParams) -> Prepared:
         loaded = self._get(model)
-        ids = await asyncio.to_thread(loaded.tokenizer.apply_chat_template, messages,
-                                      add_generation_prompt=True, tokenize=True, return_dict=False)
+        if isinstance(messages, str):  # a text completion: the prompt as it is, no chat template
+            ids = (await asyncio.to_thread(loaded.tokenizer, messages))["input_ids"]
+        else:
+            ids = await asyncio.to_thread(loaded.tokenizer.apply_chat_template, messages,
+                                          add_generation_prompt=True, tokenize=True, return_dict=False)
         n, ctx = len(ids), loaded.context_length
         if n >= ctx:
             raise PromptTooLong(f"The prompt is {n} tokens long; model '{model}' has a context of {ctx} tokens",
-                                "messages")
+                                "prompt" if isinstance(messages, str) else "messages")
         if params.max_tokens is not None and n + params.max_tokens > ctx:
             raise PromptTooLong(f"max_tokens={params.max_tokens} plus the prompt's {n} tokens exceeds model "
                                 f"'{model}''s context of {ctx} tokens; ask for at most {ctx - n}", "max_tokens")
         max_new = params.max_tokens or min(DECODING["max_tokens"], ctx - n)
-        choice_ids = None
-        if params.choices:  # at the start of a reply, as the chat template leaves it: no leading space
-            choice_ids = [loaded.tokenizer.encode(c, add_special_tokens=False) for c in params.choices]
-            max_new = min(max_new, max(len(c) for c in choice_ids) + 1)
+        if params.choices:  # no choice takes more tokens than its bytes, and then the stop token
+            max_new = min(max_new, max(len(c.encode()) for c in params.choices) + 1)
+        matcher = await asyncio.to_thread(loaded.grammars.matcher, params) if params.constrained else None
         return Prepared(model, messages, params, n,
-                        payload={"ids": ids, "max_new": max_new, "loaded": loaded, "choices": choice_ids})
+                        payload={"ids": ids, "max_new": max_new, "loaded": loaded, "matcher": matcher})
 
     async def stream(self, prepared: Prepared):
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Delta] = asyncio.Queue()
         seq = Sequence(prepared.payload["ids"], prepared.params, prepared.payload["max_new"],
                        emit=lambda delta: loop.call_soon_threadsafe(events.put_nowait, delta),
-                       choice_ids=prepared.payload["choices"])
+                       matcher=prepared.payload["matcher"])
         prepared.payload["loaded"].batcher.submit(seq)
         try:
             while True:

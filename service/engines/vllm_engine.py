@@ -17,6 +17,7 @@ dropped; waking takes seconds), which needs ``VLLM_SERVER_DEV_MODE=1`` and ``--e
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -30,7 +31,7 @@ import openai
 
 from lima import children, home
 from lima.model_files import ModelLoadError, check_folder
-from service.engines.base import (Delta, Engine, EngineUnavailable, InvalidRequest, ModelInfo, Prepared,
+from service.engines.base import (Delta, Engine, EngineUnavailable, InvalidRequest, Logprob, ModelInfo, Prepared,
                                   PromptTooLong, StageCallback, UnknownModel)
 from service.sampling import SamplingParams
 
@@ -243,12 +244,14 @@ class VllmEngine(Engine):
                                     f"see {server.log_path}")
         return server
 
-    async def prepare(self, model: str, messages: list[dict[str, str]], params: SamplingParams) -> Prepared:
+    async def prepare(self, model: str, messages: list[dict[str, str]] | str, params: SamplingParams) -> Prepared:
         server = self._server(model)  # vLLM itself checks the context length and answers 400
         return Prepared(model, messages, params, payload={"port": server.port})
 
     async def stream(self, prepared: Prepared):
-        p = prepared.params
+        """The request passed on to the model's vLLM server: chat or text completion, the same
+        sampling, constraint and log probabilities (vLLM computes those its own way: see the README)."""
+        p, text = prepared.params, isinstance(prepared.messages, str)
         client = openai.AsyncOpenAI(base_url=f"http://{self.host}:{prepared.payload['port']}/v1",
                                     api_key="EMPTY", max_retries=0, timeout=None)
         extra = {"repetition_penalty": p.repetition_penalty}
@@ -258,19 +261,28 @@ class VllmEngine(Engine):
             extra["top_k"] = p.top_k
         if p.ignore_eos:
             extra["ignore_eos"] = True
+        common = dict(model=prepared.model, stream=True, stream_options={"include_usage": True},
+                      temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
+                      stop=list(p.stop) or None, seed=p.seed, extra_body=extra)
+        if p.json_schema is not None:
+            common["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "response", "schema": json.loads(p.json_schema)}}
         try:
-            stream = await client.chat.completions.create(
-                model=prepared.model, messages=prepared.messages, stream=True,
-                stream_options={"include_usage": True}, temperature=p.temperature, top_p=p.top_p,
-                max_tokens=p.max_tokens, stop=list(p.stop) or None, seed=p.seed, extra_body=extra)
+            if text:
+                stream = await client.completions.create(prompt=prepared.messages, logprobs=p.logprobs, **common)
+            else:
+                wanted = {"logprobs": True, "top_logprobs": p.logprobs} if p.logprobs is not None else {}
+                stream = await client.chat.completions.create(messages=prepared.messages, **wanted, **common)
             finish, usage = None, None
             async for chunk in stream:
                 if chunk.usage:
                     usage = chunk.usage
                 if chunk.choices:
                     choice = chunk.choices[0]
-                    if choice.delta and choice.delta.content:
-                        yield Delta(text=choice.delta.content)
+                    piece = choice.text if text else (choice.delta.content if choice.delta else None)
+                    logprobs = _logprobs(choice.logprobs, text) if p.logprobs is not None else None
+                    if piece or logprobs:
+                        yield Delta(text=piece or "", logprobs=logprobs)
                     finish = choice.finish_reason or finish
             yield Delta(finish_reason=finish or "stop",
                         prompt_tokens=usage.prompt_tokens if usage else 0,
@@ -279,7 +291,7 @@ class VllmEngine(Engine):
             message = _vllm_message(exc)
             # vLLM says so in words only; the same error as the transformers engine's, so clients see one code
             kind = PromptTooLong if "maximum context length" in message else InvalidRequest
-            raise kind(message, "messages") from exc
+            raise kind(message, "prompt" if text else "messages") from exc
         except openai.APIConnectionError as exc:
             raise EngineUnavailable(f"the vLLM server for '{prepared.model}' is not answering") from exc
         finally:
@@ -314,6 +326,20 @@ class VllmEngine(Engine):
         for server in list(self.servers.values()):
             await self._stop(server)
         self.servers.clear()
+
+
+def _logprobs(found, text: bool) -> list[Logprob] | None:
+    """vLLM's log probabilities in the engine-neutral shape (chat's list of tokens, or the text
+    completion's parallel lists)."""
+    if found is None:
+        return None
+    if text:
+        tops = found.top_logprobs or [{}] * len(found.tokens or [])
+        return [Logprob(token, lp, list(token.encode()), [Logprob(t, v, list(t.encode())) for t, v in top.items()])
+                for token, lp, top in zip(found.tokens or [], found.token_logprobs or [], tops)]
+    return [Logprob(t.token, t.logprob, t.bytes or list(t.token.encode()),
+                    [Logprob(a.token, a.logprob, a.bytes or list(a.token.encode())) for a in t.top_logprobs or []])
+            for t in found.content or []]
 
 
 def _vllm_message(exc: openai.APIStatusError) -> str:

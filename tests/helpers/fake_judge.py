@@ -2,7 +2,8 @@
 
 ``behaviour(system, user) -> str | int | None``: the reply text, an HTTP error status to answer
 with (an OpenAI-style error body), or None to stall past the client's timeout. Every request body
-is recorded in ``requests``.
+is recorded in ``requests``. It gives no log probabilities; with ``refuse_logprobs`` a request that
+asks for them gets a 400 saying so, as some endpoints answer.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 @contextmanager
-def fake_judge(behaviour, stall_seconds: float = 3.0):
+def fake_judge(behaviour, stall_seconds: float = 3.0, refuse_logprobs: bool = False):
     requests: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -27,12 +28,15 @@ def fake_judge(behaviour, stall_seconds: float = 3.0):
             requests.append(body)
             messages = {m["role"]: m["content"] for m in body["messages"]}
             reply = behaviour(messages.get("system", ""), messages.get("user", ""))
+            if refuse_logprobs and body.get("logprobs"):
+                reply = "logprobs"
             if reply is None:
                 time.sleep(stall_seconds)
                 return
-            status = reply if isinstance(reply, int) else 200
-            data = json.dumps({"error": {"message": "This model's maximum context length is 8192 tokens",
-                                         "type": "invalid_request_error", "code": "context_length_exceeded"}}
+            status = reply if isinstance(reply, int) else 400 if reply == "logprobs" else 200
+            refusal = "logprobs are not supported by this model" if reply == "logprobs" else \
+                "This model's maximum context length is 8192 tokens"
+            data = json.dumps({"error": {"message": refusal, "type": "invalid_request_error", "code": None}}
                               if status != 200 else
                               {"id": "j", "object": "chat.completion", "created": 0, "model": body["model"],
                                "choices": [{"index": 0, "finish_reason": "stop",
