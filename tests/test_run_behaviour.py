@@ -103,7 +103,8 @@ def test_a_cancel_while_measuring_stops_the_measurement_and_registers_nothing(ti
 
     lima = write_lima(tmp_path / "lima.jsonl")
     long = ["lima.behaviour.dev_prompts=50", "lima.behaviour.openers=10", "lima.behaviour.follow_ups=3",
-            "lima.behaviour.max_new_tokens=2000", "lima.behaviour.max_batch=1", "lima.behaviour.references=0"]
+            "lima.behaviour.max_new_tokens=2000", "lima.behaviour.max_batch=1", "lima.behaviour.references=0",
+            "lima.behaviour.apart=true"]  # as real models are measured (TINY measures in process)
     process = subprocess.Popen([*lima_command(), "train", "--variant", "zero-shot", "--lima", str(lima),
                                 "--base", str(tiny_base), *[f"--set={s}" for s in [*TINY, *long]]],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -125,6 +125,7 @@ class Plan:
     decoding: dict
     seed: int
     max_batch: int
+    apart: bool = True  # measured in a process of its own (not part of what is measured: not in ``key``)
 
     @property
     def key(self) -> str:
@@ -158,7 +159,8 @@ def plan(recipe, references: list[Example]) -> Plan:
     settings = recipe.lima.behaviour
     return Plan(dev=dev_prompts(settings.dev_prompts), openers=project.openers()[:settings.openers],
                 follow_ups=settings.follow_ups, references=references, max_new_tokens=settings.max_new_tokens,
-                decoding=recipe.lima.decoding.model_dump(), seed=settings.seed, max_batch=settings.max_batch)
+                decoding=recipe.lima.decoding.model_dump(), seed=settings.seed, max_batch=settings.max_batch,
+                apart=settings.apart)
 
 
 # -- measuring ----------------------------------------------------------------------------------------

@@ -179,7 +179,10 @@ def measured(request: TrainRequest, db, run_id: str, parent: tuple[str, str], mo
     cancelled and raises ``behaviour.Cancelled``; a measurement that fails is said in the warning,
     the model still served."""
     try:
-        worse = measure_apart(run_id, parent, model, the_plan, device, judge_for(request))
+        if the_plan.apart:
+            worse = measure_apart(run_id, parent, model, the_plan, device, judge_for(request))
+        else:
+            worse = behaviour.measure_run(db, run_id, parent, model, the_plan, device, judge_for(request))
     except behaviour.Cancelled:
         shutil.rmtree(dest, ignore_errors=True)
         runs.finish(db, run_id, "cancelled", error="cancelled while measuring the new model; nothing was registered")

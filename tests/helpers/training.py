@@ -29,7 +29,9 @@ TINY = ["lima.lima_examples=6", "sft.max_length=128", "lima.batch_size=2", "lima
         "lima.checkpoints.dev_max_new_tokens=8", "sft.bf16=false",
         # the run's model beside its parent: 2 dev prompts + 1 opener with 1 follow-up, 8 tokens each
         "lima.behaviour.dev_prompts=2", "lima.behaviour.openers=1", "lima.behaviour.follow_ups=1",
-        "lima.behaviour.max_new_tokens=8", "lima.behaviour.references=2", "lima.eot_fit_tokens=2000"]
+        "lima.behaviour.max_new_tokens=8", "lima.behaviour.references=2", "lima.eot_fit_tokens=2000",
+        # in the training process: a process of its own costs seconds of imports, more than a tiny model's measuring
+        "lima.behaviour.apart=false"]
 
 
 def tiny_preset(base: Path) -> dict:
