@@ -28,5 +28,7 @@ browser:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
+# Two workers, whole modules each, the longest first (tests/conftest.py): most tests wait on a
+# server, a browser or a child process, so two share two cores well; more only contend.
 test: install-test browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile

@@ -6,16 +6,33 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# With pytest-xdist's workers side by side (make test), OpenMP threads that wait at a barrier sleep
+# instead of spinning: two processes' teams on the same two cores would otherwise spin against each
+# other. Every process a test starts inherits it. Each keeps all the cores for when it runs alone.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
-from tests.helpers.server import serving
-from tests.helpers.tiny_model import save_tiny_base, save_tiny_variant
+import pytest  # noqa: E402
+
+from tests.helpers.server import serving  # noqa: E402
+from tests.helpers.tiny_model import save_tiny_base, save_tiny_variant  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 LIMA_DATA = REPO.parent / "shared" / "lima"
+
+
+# The longest modules, started first so that the workers finish together (pytest -n 2 --dist
+# loadfile hands out whole modules in collection order): from `pytest --durations=0`.
+LONGEST_FIRST = ["test_retrain_ends_turns.py", "test_ui_browser.py", "test_experiment.py", "test_preference_run.py",
+                 "test_lifecycle.py", "test_engine_fidelity.py", "test_ui_preferences.py", "test_embedded_model.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="module", autouse=True)

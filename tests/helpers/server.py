@@ -30,7 +30,7 @@ def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 18
 
 
 @contextmanager
-def serving(serve_args: list[str], log: Path, env: dict | None = None, timeout: float = 180,
+def serving(serve_args: list[str], log: Path, env: dict | None = None, timeout: float = 600,
             api_key: str | None = None):
     """`lima serve SERVE_ARGS` on a free port through the product's own starter
     (``lima.service_child``), once every model has loaded; yields its base URL."""
