@@ -180,6 +180,10 @@ class TransformersEngine(Engine):
         if params.choices:  # no choice takes more tokens than its bytes, and then the stop token
             max_new = min(max_new, max(len(c.encode()) for c in params.choices) + 1)
         matcher = await asyncio.to_thread(loaded.grammars.matcher, params) if params.constrained else None
+        if params.logprobs is not None:
+            # tokens' bytes come from llguidance's view of the tokenizer; its first build takes up to
+            # a second, here rather than on the compute thread where it would stall every reply
+            await asyncio.to_thread(loaded.grammars.ll_tokenizer)
         return Prepared(model, messages, params, n,
                         payload={"ids": ids, "max_new": max_new, "loaded": loaded, "matcher": matcher})
 

@@ -335,7 +335,7 @@ def _logprobs(found, text: bool) -> list[Logprob] | None:
         return None
     if text:
         tops = found.top_logprobs or [{}] * len(found.tokens or [])
-        return [Logprob(token, lp, list(token.encode()), [Logprob(t, v, list(t.encode())) for t, v in top.items()])
+        return [Logprob.of(token.encode(), lp, [Logprob.of(t.encode(), v) for t, v in top.items()])
                 for token, lp, top in zip(found.tokens or [], found.token_logprobs or [], tops)]
     return [Logprob(t.token, t.logprob, t.bytes or list(t.token.encode()),
                     [Logprob(a.token, a.logprob, a.bytes or list(a.token.encode())) for a in t.top_logprobs or []])
