@@ -102,7 +102,7 @@ def _train_one(db, variant: str, preset: str, base: str) -> str:
 def serve(named: dict[str, str], serve_args: list[str], timeout: float = 900,
           log_name: str = "experiment-serve") -> service_child.ServiceChild:
     """A `lima serve` of its own (never the registry's), serving ``named`` (name -> folder) beside
-    the embedded base, without a key (it listens on loopback only); returned once every model is
+    the embedded base unless ``serve_args`` say otherwise, without a key (it listens on loopback only); returned once every model is
     loaded."""
     specs = [arg for name, path in named.items() for arg in ("--model", f"{name}={path}")]
     log = home.home() / "logs" / f"{log_name}.log"
@@ -323,7 +323,11 @@ def run(args) -> Snapshot:
         models = train(db, experiment, args.preset, args.base, args.reuse)
         experiments.update(db, experiment.id, stage="converse")
         served = {paper.ZERO_SHOT: models["zero-shot"], paper.DIALOGUE: models["dialogue"]}
-        service = serve(served | ({"base": args.base} if args.base != "embedded" else {}), args.serve_args)
+        # `base` is served only to be the judge: with a judge of its own the base is not loaded
+        if args.judge_url:
+            service = serve(served, ["--base-model", "none", *args.serve_args])
+        else:
+            service = serve(served | ({"base": args.base} if args.base != "embedded" else {}), args.serve_args)
         url = service.url
         converse(db, experiment.id, service.client, args.max_tokens)
         # the first line is all that is read; 64 tokens leave room for the sentence of reason

@@ -3,7 +3,7 @@
     lima serve [--host 127.0.0.1] [--port 8000] [--engine transformers|vllm] [--model NAME=PATH_OR_ID ...]
 
 Serves ``base`` (the embedded SmolLM2-135M-Instruct, prepared on first run, unless ``--model
-base=...`` or ``--base-model`` names another folder or hub id), every model in the registry of ``$LIMA_HOME/lima.db``
+base=...`` or ``--base-model`` names another folder or hub id; ``--base-model none`` serves no base), every model in the registry of ``$LIMA_HOME/lima.db``
 (trained variants), and every ``--model``. A model that fails to load is reported (in the log,
 in ``/health`` and to whoever asks for it) and the service starts on the others; it refuses to
 start only when nothing loaded.
@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH_OR_ID",
                         help="serve a model folder or hub id under NAME (repeatable)")
     parser.add_argument("--base-model", default=os.environ.get("LIMA_BASE_MODEL", "embedded"),
-                        help="what `base` is without --model base=...: a folder, a hub id, or 'embedded' "
-                             "(SmolLM2-135M-Instruct; default, or $LIMA_BASE_MODEL)")
+                        help="what `base` is without --model base=...: a folder, a hub id, 'embedded' "
+                             "(SmolLM2-135M-Instruct; default, or $LIMA_BASE_MODEL), or 'none' (no base: only "
+                             "the --model and registered models)")
     parser.add_argument("--no-registry", action="store_true", help="do not serve the models registered by training")
     parser.add_argument("--api-key", default=os.environ.get("LIMA_API_KEY"),
                         help="require this bearer key (or set LIMA_API_KEY, which `ps` does not show)")
@@ -76,10 +77,13 @@ def models_to_serve(args) -> tuple[dict[str, str], dict[str, str]]:
     from lima.store.registry import registered
 
     named = dict(parse_spec(spec) for spec in args.model)
-    if "base" not in named:
+    if "base" not in named and args.base_model != "none":
         named = {"base": args.base_model, **named}
     from_registry = {} if args.no_registry else {
         name: path for name, path in registered(connect()).items() if name not in named}
+    if not named and not from_registry:
+        raise ValueError("nothing to serve: --base-model none with no --model and no registered model "
+                         "(give --model NAME=PATH, or drop --no-registry after a training run)")
     return named, from_registry
 
 

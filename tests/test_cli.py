@@ -35,3 +35,9 @@ def test_serve_refuses_a_malformed_model_spec():
     result = lima("serve", "--model", "=x")
     assert result.returncode == 2
     assert "NAME=PATH_OR_ID" in result.stderr
+
+
+def test_serve_with_no_base_and_nothing_else_says_there_is_nothing_to_serve():
+    result = lima("serve", "--no-registry", "--base-model", "none")
+    assert result.returncode == 2
+    assert "nothing to serve" in result.stderr and "--model NAME=PATH" in result.stderr

@@ -145,7 +145,7 @@ def test_the_table_is_exactly_what_the_judge_said(judge, registered_variants, tm
         page.locator("#experiment-chart img").wait_for(timeout=10000)
 
 
-def test_garbage_from_the_judge_is_counted_as_unparsed(judge, registered_variants, tmp_path):
+def test_garbage_from_the_judge_is_counted_as_unparsed(judge, registered_variants, tmp_path, lima_home):
     url, script = judge
     script.answer = lambda question, home: "I would rather not say."
     process = experiment(url, tmp_path / "out")
@@ -157,6 +157,9 @@ def test_garbage_from_the_judge_is_counted_as_unparsed(judge, registered_variant
     report = (tmp_path / "out" / "report.md").read_text()
     assert f"{asked} judge answers unparsed (not counted)" in report
     assert "No turn rated by the judge yet." in report
+    # with a judge of its own, the experiment's service loads the two variants and not `base`
+    served = (lima_home / "logs" / "experiment-serve.log").read_text()
+    assert "loading lima-zero-shot, lima-dialogue\n" in served, served[:500]
 
 
 def test_a_killed_experiment_resumes_without_asking_an_answered_question_again(judge, registered_variants, tmp_path):

@@ -62,7 +62,7 @@ def test_kto_learns_from_exactly_the_rated_replies(rated, tiny_variant):
 
 
 def test_dpo_model_is_served_then_compared_before_and_after_and_reported(rated, tiny_variant, tmp_path):
-    serve = ["--no-registry", "--model", f"lima-dialogue={tiny_variant}", "--quantize", "none"]
+    serve = ["--no-registry", "--base-model", "none", "--model", f"lima-dialogue={tiny_variant}", "--quantize", "none"]
     with serving(serve, tmp_path / "serve.log") as base:
         summary = train.run(stage_args("dpo", service_url=base))
         assert f"now served as 'lima-dialogue-dpo' by {base}" in summary

@@ -1,6 +1,6 @@
 """The real embedded model, retrained with cpu-demo: it learns to end its turns, and does not ramble.
 
-The run is cpu-demo as the Retrain tab starts it, on the real LIMA data, cut to 4 optimizer steps
+The run is cpu-demo as the Retrain tab starts it, on the real LIMA data, cut to 2 optimizer steps
 (of 14) to fit CI: the EOT row is fitted before training and again when the run stops. Its own
 measurement (``training/behaviour.py``) holds the 10 openers with one follow-up each (20 replies,
 at most 300 new tokens, seeded) with the base and with the new model.
@@ -27,12 +27,12 @@ PLAN = ["lima.behaviour.dev_prompts=0", "lima.behaviour.openers=10", "lima.behav
 def test_a_cpu_demo_retrain_ends_its_turns_at_least_as_often_as_the_base(embedded_model):
     # cpu-demo's own numbers (not the tiny test recipe), as the Retrain tab starts it
     train.run(TrainRequest(variant="dialogue", preset="cpu-demo", lima=str(TRAIN), base=str(embedded_model),
-                           max_steps=4, overrides=PLAN))
+                           max_steps=2, overrides=PLAN))
     db = connect()
     [run] = runs.history(db)
-    assert run.status == "done" and run.max_steps == 4
+    assert run.status == "done" and run.max_steps == 2
     fits = runs.get(db, run.id).eot_fit
-    assert [f["step"] for f in fits] == [0, 4]  # fitted before training and when it stopped
+    assert [f["step"] for f in fits] == [0, 2]  # fitted before training and when it stopped
 
     # the EOT token is learnt: likely where the answers it trained on end
     recipe = recipes.load("cpu-demo", PLAN)
