@@ -98,7 +98,7 @@ def test_int8_forward_path_generates(tiny_base, compute):
     runner, tok, _, _ = compute.call(load_runner, "base", str(tiny_base), "cpu", torch.float32, "int8",
                                      "forward").result()
     down = runner.model.model.layers[0].mlp.down_proj
-    assert isinstance(down, PackedLinear) and down.packed[0].dtype == torch.int8
+    assert isinstance(down, PackedLinear) and down.packed.blocks.dtype == torch.int8
     batcher = compute.serve(runner, tok, eos_ids=set(), name="q")
     try:
         deltas, seq = run(batcher, tok("hello").input_ids, params=SamplingParams(), max_new=8)
@@ -143,7 +143,7 @@ def test_cpu_default_is_the_compiled_fp16_lean_decoder(tiny_base, compute):
     runner, tok, stops, context = compute.call(load_runner, "base", str(tiny_base), "cpu", torch.float32,
                                                "fp16", "lean").result()
     assert isinstance(runner, FastLlama) and runner.compiled  # compiling worked here, no eager fallback
-    assert runner.weights["head"].dtype == torch.float16
+    assert runner.weights["head"].blocks.dtype == torch.float16
     batcher = compute.serve(runner, tok, stops, name="q")
     try:
         deltas, seq = run(batcher, tok("hello").input_ids, params=SamplingParams(), max_new=8)

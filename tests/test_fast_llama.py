@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from torch._dynamo.utils import counters
 
-from service.engines import fast_llama, kv_cache
+from service.engines import fast_llama, weight_formats, kv_cache
 from service.engines.batcher import ComputeThread, Sequence
 from service.sampling import SamplingParams
 
@@ -62,9 +62,8 @@ def test_compact_weights_keep_the_logits_close(tiny, fmt, share):
     prompt = tok("how do i boil an egg?").input_ids
     decoder = fast_llama.FastLlama(model, quantize=fmt, compile=False)
     gate_up = decoder.weights["layers"][0]["gate_up"]
-    weight = gate_up[0] if fmt == "int8" else gate_up
-    assert weight.dtype == {"fp16": torch.float16, "int8": torch.int8}[fmt]
-    assert weight.shape == (2 * model.config.intermediate_size, model.config.hidden_size)
+    assert gate_up.blocks.dtype == {"fp16": torch.float16, "int8": torch.int8}[fmt]
+    assert weight_formats.unpack(gate_up).shape == (2 * model.config.intermediate_size, model.config.hidden_size)
     expected = model(torch.tensor([prompt])).logits[0]
     spread = float(expected.max() - expected.min())
     assert (lean_logits(decoder, prompt, [])[0][0] - expected[-1]).abs().max() < share * spread

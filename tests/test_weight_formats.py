@@ -18,11 +18,6 @@ def kernel():
     assert problem is None, problem  # a C++ compiler is part of the test setup, as for torch.compile
 
 
-def as_float(packed) -> torch.Tensor:
-    """The float32 matrix a packed weight stands for."""
-    return packed[0].float() * packed[1].unsqueeze(1) if isinstance(packed, tuple) else packed.float()
-
-
 @pytest.mark.parametrize("fmt", ["fp16", "int8"])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 13, 32, 33, 300])  # tiles, remainders, the GEMM path
 @pytest.mark.parametrize("k, n", [(64, 96), (72, 7), (576, 960)])  # K not a multiple of 16; N of the tile
@@ -30,7 +25,9 @@ def test_matches_float_arithmetic_on_the_stored_weights(fmt, rows, k, n):
     torch.manual_seed(rows + k + n)
     x, weight = torch.randn(rows, k), torch.randn(n, k) * 0.05
     packed = weight_formats.pack(weight, fmt)
-    expected = F.linear(x, as_float(packed))
+    expected = F.linear(x, weight_formats.unpack(packed))
+    if fmt == "fp16":  # the blocked layout holds exactly the float16 weights, in order
+        assert torch.equal(weight_formats.unpack(packed), weight.half().float())
     got = weight_formats.linear(x, packed)
     assert got.shape == expected.shape and got.dtype == torch.float32
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), (got - expected).abs().max()
