@@ -29,6 +29,8 @@ browser:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 # Two workers, whole modules each, the longest first (tests/conftest.py): most tests wait on a
-# server, a browser or a child process, so two share two cores well; more only contend.
+# server, a browser or a child process, so two share two cores well; more only contend. xdist
+# would otherwise hand out the modules with the most tests first, and the one-test, six-minute
+# retrain module last, alone on one worker.
 test: install-test browser
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder

@@ -25,7 +25,8 @@ LIMA_DATA = REPO.parent / "shared" / "lima"
 
 
 # The longest modules, started first so that the workers finish together (pytest -n 2 --dist
-# loadfile hands out whole modules in collection order): from `pytest --durations=0`.
+# loadfile --no-loadscope-reorder hands out whole modules in collection order): from
+# `pytest --durations=0`.
 LONGEST_FIRST = ["test_retrain_ends_turns.py", "test_ui_browser.py", "test_lifecycle.py", "test_ui_preferences.py",
                  "test_engine_fidelity.py", "test_experiment.py", "test_training_run.py", "test_embedded_model.py"]
 
