@@ -38,13 +38,17 @@ def read_bandwidth() -> float:
     return x.numel() * 4 * runs / (time.perf_counter() - start)
 
 
+def linears(weights: dict) -> list:
+    """Every packed weight one step multiplies by, in the order a step does."""
+    return [layer[k] for layer in weights["layers"] for k in ("qkv", "o", "gate_up", "down")] + [weights["head"]]
+
+
 def weight_bytes(weights: dict) -> int:
     def size(packed) -> int:
         tensors = [t for t in packed if isinstance(t, torch.Tensor)] if isinstance(packed, tuple) else [packed]
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    linears = [layer[k] for layer in weights["layers"] for k in ("qkv", "o", "gate_up", "down")]
-    return sum(size(p) for p in linears) + size(weights["head"])
+    return sum(size(p) for p in linears(weights))
 
 
 def main() -> None:
@@ -90,18 +94,16 @@ def main() -> None:
         print(f"decode step, batch {args.batch}: {per_step * 1e3:.2f} ms = {args.batch / per_step:.1f} tokens/s; "
               f"weights read at {nbytes / per_step / 1e9:.1f} GB/s ({nbytes / bandwidth / per_step:.0%} of the floor)")
 
-        inputs = [torch.randn(args.batch, 1, t.shape[1]) for t in
-                  [weight_formats.unpack(layer[k]) for layer in runner.weights["layers"]
-                   for k in ("qkv", "o", "gate_up", "down")]]
-        packed = [layer[k] for layer in runner.weights["layers"] for k in ("qkv", "o", "gate_up", "down")]
-        head_in = torch.randn(args.batch, weight_formats.unpack(runner.weights["head"]).shape[1])
+        packed = linears(runner.weights)
+        # the input width: a float32 matrix's columns, or the K of a packed (N/16, K, 16) one
+        inputs = [torch.randn(args.batch, w.blocks.shape[1] if isinstance(w, weight_formats.Packed) else w.shape[1])
+                  for w in packed]
         start = time.perf_counter()
         for _ in range(10):
             for x, w in zip(inputs, packed):
                 weight_formats.linear(x, w)
-            weight_formats.linear(head_in, runner.weights["head"])
-        linears = (time.perf_counter() - start) / 10
-        print(f"linear kernels alone: {linears * 1e3:.2f} ms per step ({nbytes / linears / 1e9:.1f} GB/s)")
+        alone = (time.perf_counter() - start) / 10
+        print(f"linear kernels alone: {alone * 1e3:.2f} ms per step ({nbytes / alone / 1e9:.1f} GB/s)")
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(20):

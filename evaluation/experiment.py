@@ -102,8 +102,8 @@ def _train_one(db, variant: str, preset: str, base: str) -> str:
 def serve(named: dict[str, str], serve_args: list[str], timeout: float = 900,
           log_name: str = "experiment-serve") -> service_child.ServiceChild:
     """A `lima serve` of its own (never the registry's), serving ``named`` (name -> folder) beside
-    the embedded base unless ``serve_args`` say otherwise, without a key (it listens on loopback only); returned once every model is
-    loaded."""
+    the embedded base unless ``serve_args`` say otherwise, without a key (it listens on loopback
+    only); returned once every model is loaded."""
     specs = [arg for name, path in named.items() for arg in ("--model", f"{name}={path}")]
     log = home.home() / "logs" / f"{log_name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)

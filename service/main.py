@@ -3,8 +3,9 @@
     lima serve [--host 127.0.0.1] [--port 8000] [--engine transformers|vllm] [--model NAME=PATH_OR_ID ...]
 
 Serves ``base`` (the embedded SmolLM2-135M-Instruct, prepared on first run, unless ``--model
-base=...`` or ``--base-model`` names another folder or hub id; ``--base-model none`` serves no base), every model in the registry of ``$LIMA_HOME/lima.db``
-(trained variants), and every ``--model``. A model that fails to load is reported (in the log,
+base=...`` or ``--base-model`` names another folder or hub id; ``--base-model none`` serves no
+base), every model in the registry of ``$LIMA_HOME/lima.db`` (trained variants), and every
+``--model``. A model that fails to load is reported (in the log,
 in ``/health`` and to whoever asks for it) and the service starts on the others; it refuses to
 start only when nothing loaded.
 """

@@ -29,7 +29,6 @@ constexpr int64_t kGemmRows = 32;  // above this many input rows, de-quantize an
 constexpr int64_t kLanes = 16;
 using Vec = __m512;
 inline Vec zero() { return _mm512_setzero_ps(); }
-inline Vec load_x(const float* p) { return _mm512_loadu_ps(p); }
 inline Vec load_w(const int8_t* p) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
@@ -41,7 +40,6 @@ inline Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 constexpr int64_t kLanes = 8;
 using Vec = __m256;
 inline Vec zero() { return _mm256_setzero_ps(); }
-inline Vec load_x(const float* p) { return _mm256_loadu_ps(p); }
 inline Vec load_w(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
@@ -51,7 +49,6 @@ inline Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 constexpr int64_t kLanes = 1;
 using Vec = float;
 inline Vec zero() { return 0.f; }
-inline Vec load_x(const float* p) { return *p; }
 inline Vec load_w(const int8_t* p) { return static_cast<float>(*p); }
 inline Vec load_w(const at::Half* p) { return static_cast<float>(*p); }
 inline Vec fma(Vec a, Vec b, Vec c) { return a * b + c; }

@@ -33,6 +33,7 @@ import threading
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from lima import home
 
@@ -115,26 +116,17 @@ class Packed(NamedTuple):
     out_features: int
 
 
-def _blocks(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    n, k = weight.shape
-    padded = torch.zeros(-(-n // BLOCK) * BLOCK, k, dtype=dtype)
-    padded[:n] = weight
-    return padded.view(-1, BLOCK, k).transpose(1, 2).contiguous()
-
-
 def pack(weight: torch.Tensor, fmt: str):
     """``weight`` in ``fmt``: a ``Packed`` for fp16 and int8, a float32 tensor for none."""
     weight = weight.detach()
-    if fmt == "int8":
-        q, scale = quantize_int8(weight)
-        padded = torch.ones(-(-len(scale) // BLOCK) * BLOCK)
-        padded[:len(scale)] = scale
-        return Packed(_blocks(q, torch.int8), padded, weight.shape[0])
-    if fmt == "fp16":
-        return Packed(_blocks(weight.half(), torch.float16), None, weight.shape[0])
     if fmt == "none":
         return weight.float().contiguous()
-    raise ValueError(f"unknown weight format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown weight format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    values, scale = quantize_int8(weight) if fmt == "int8" else (weight.half(), None)
+    pad = -weight.shape[0] % BLOCK  # zero rows up to a whole block
+    blocks = F.pad(values, (0, 0, 0, pad)).view(-1, BLOCK, weight.shape[1]).transpose(1, 2).contiguous()
+    return Packed(blocks, None if scale is None else F.pad(scale, (0, pad), value=1.0), weight.shape[0])
 
 
 def unpack(packed) -> torch.Tensor:
