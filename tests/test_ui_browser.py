@@ -136,9 +136,33 @@ def test_chat_stream_rate_reload(app, page):
     for name, button in labels.items():
         assert button.is_visible(), f"{name} is not visible under the reply"
     assert "did not meet the requirements" in labels["Fail"].get_attribute("title")
+    # A change of mind before the first click's answer is back (a busy server): the Pass click's
+    # requests are held on their way (the chatbot sends each click twice), Excellent is clicked,
+    # then all go. The second click must be sent, not dropped because an event is still pending,
+    # and both ratings are kept in the log, in order.
+    held = []
+
+    def hold(route):  # only the rating clicks (the page's timers use the same queue)
+        if '"liked"' in (route.request.post_data or ""):
+            held.append(route)
+        else:
+            route.continue_()
+
+    def held_for(label):
+        page.wait_for_timeout(50)  # lets the page and the route handler run
+        return [r for r in held if f'"liked":"{label}"' in r.request.post_data]
+
+    page.route("**/queue/join*", hold)
     labels["Pass"].click()
+    passed = wait_until(lambda: held_for("Pass"), 20, 0, what="the Pass click's request")
+    labels["Excellent"].click()  # while Pass is still on its way
+    excellent = wait_until(lambda: held_for("Excellent"), 10, 0, what="the Excellent click's request")
+    for route in passed:
+        route.continue_()
     wait_until(lambda: chatlog.current_rating(db_of(home), turn["id"]) == "Pass", 20, what="the Pass rating")
-    labels["Excellent"].click()  # a second click on another label changes the rating, history kept
+    for route in excellent:
+        route.continue_()
+    page.unroute("**/queue/join*")
     wait_until(lambda: chatlog.current_rating(db_of(home), turn["id"]) == "Excellent", 20, what="the change")
     history = chatlog.rating_history(db_of(home), turn["id"])
     assert [r["label"] for r in history] == ["Pass", "Excellent"] and {r["rater"] for r in history} == {"tester"}

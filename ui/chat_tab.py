@@ -87,6 +87,8 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
 
     def on_send(text, chat, model_name, rater_name, opener_id, t, p, r, n, request: gr.Request):
         try:
+            text = conv.check_message(text)
+            yield "", rating.shown_sending(chat.turns, text), gr.skip(), gr.skip(), "sending…", gr.skip()
             # A message sent before the page has filled the model list goes to the model the list
             # will show first, and the list shows it: a newcomer's first Enter is never refused.
             picked, chosen = pickers.pick(client, model_name)
@@ -125,7 +127,7 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
     def on_rate(chat, rater_name, data: gr.LikeData, request: gr.Request):
         return rating.rate(chat, data, rater_of(rater_name, request))
 
-    chatbot.like(on_rate, [chat_state, rater], [chat_state, status])
+    rating.on_click(chatbot, on_rate, [chat_state, rater], [chat_state, status])
 
     def on_edit(chat, rater_name, data: gr.EditData, request: gr.Request):
         index = rating.message_index(data)

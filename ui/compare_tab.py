@@ -99,10 +99,12 @@ def build(client: ServiceClient) -> dict:
     def on_send(text, session, left, right, is_blind, opener_id, request: gr.Request):
         pickers_shown = (gr.skip(), gr.skip())
         try:
+            text = conv.check_message(text)
+            yield ("", *(rating.shown_sending(session.chats[side].turns, text) for side in session.order),
+                   gr.skip(), "sending…", *pickers_shown)
             if session.comparison_id is None:
                 # Enter before "Start comparison" starts it with the models shown (the default pair
                 # when the page has not filled its lists yet), as a person means it.
-                conv.check_message(text)
                 if not (left and right):
                     left, right = default_pair(client.models())
                     pickers_shown = (gr.update(value=left), gr.update(value=right))
@@ -136,8 +138,8 @@ def build(client: ServiceClient) -> dict:
             return session, f"{session.title(position)}: {note}"
         return on_rate
 
-    first.like(rater(0), state, [state, status])
-    second.like(rater(1), state, [state, status])
+    rating.on_click(first, rater(0), state, [state, status])
+    rating.on_click(second, rater(1), state, [state, status])
 
     def on_verdict(session, choice, request: gr.Request):
         try:

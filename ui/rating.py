@@ -27,6 +27,12 @@ def shown_messages(turns: list[conv.Turn]) -> list[dict]:
     return [{"role": t.role, "content": content(t)} for t in turns]
 
 
+def shown_sending(turns: list[conv.Turn], text: str) -> list[dict]:
+    """The turns and a message that is on its way: shown the moment it is sent, before it is
+    logged or any model is asked (a service that is still loading answers slowly)."""
+    return [*shown_messages(turns), {"role": "user", "content": text}]
+
+
 def edited_text(shown: str) -> str:
     """A reply's text as edited in the chatbot, without the lines ``shown_messages`` added."""
     text = shown.removesuffix(CUT_SHORT).rstrip()
@@ -40,6 +46,15 @@ def rater_of(name: str | None, request: gr.Request | None) -> str | None:
 
 def message_index(data: gr.LikeData | gr.EditData) -> int:
     return data.index if isinstance(data.index, int) else data.index[0]
+
+
+def on_click(chatbot: gr.Chatbot, fn, inputs, outputs) -> None:
+    """Wire ``fn`` to the label buttons under ``chatbot``'s replies so that every click reaches the
+    log, in the order it was made. Gradio's default for an event drops a click made while the
+    previous one is still on its way (a change of mind on a busy server was shown on screen and
+    lost); one queue slot for all ratings keeps them in order (the app's default lets 16 run at
+    once), and ``chatlog.rate`` ignores the second copy the chatbot sends of each click."""
+    chatbot.like(fn, inputs, outputs, trigger_mode="multiple", concurrency_limit=1, concurrency_id="rating")
 
 
 def rate(chat: conv.Chat, data: gr.LikeData, rater: str | None) -> tuple[conv.Chat, str]:
