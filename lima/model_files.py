@@ -49,3 +49,41 @@ def check_folder(name: str, source: str) -> Path | None:
     if not any((path / f).exists() for f in WEIGHT_FILES):
         raise ModelLoadError(f"model '{name}': {path} has no weights (expected one of {', '.join(WEIGHT_FILES[:3])})")
     return path
+
+
+class Checkpoint:
+    """A folder's safetensors weights, read one tensor at a time on request with ``pread``, for a
+    server that converts each weight as it goes: a memory-mapped file counts in the process's
+    memory for as long as it is mapped, so mapping a float32 checkpoint while converting it to
+    float16 would hold both at once. ``Checkpoint.of`` is None where the folder has no
+    safetensors weights (``.bin`` files, a LoRA adapter): those load through transformers."""
+
+    def __init__(self, files: list[Path]):
+        from safetensors import safe_open
+
+        self._handles = [safe_open(str(f), framework="pt", device="cpu", backend="pread") for f in files]
+        self._where = {key: handle for handle in self._handles for key in handle.keys()}
+
+    @classmethod
+    def of(cls, path: Path | None) -> "Checkpoint | None":
+        if path is None or (path / "adapter_config.json").exists():
+            return None
+        index = path / "model.safetensors.index.json"
+        if index.exists():
+            files = sorted({path / f for f in json.loads(index.read_text())["weight_map"].values()})
+        else:
+            files = [path / "model.safetensors"]
+        return cls(files) if all(f.exists() for f in files) else None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._where
+
+    def __getitem__(self, key: str):
+        if key not in self._where:
+            raise KeyError(f"the checkpoint has no tensor {key!r}")
+        return self._where[key].get_tensor(key)
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.__exit__(None, None, None)
+        self._handles, self._where = [], {}

@@ -70,6 +70,38 @@ def test_compact_weights_keep_the_logits_close(tiny, fmt, share):
     assert (decoder.logits(prompt) - expected).abs().max() < share * spread
 
 
+@pytest.mark.parametrize("tied", [False, True])
+@torch.inference_mode()
+def test_a_checkpoint_read_tensor_by_tensor_gives_the_loaded_models_decoder(tiny_base, tmp_path, tied):
+    """The service builds the decoder from the checkpoint file, one tensor at a time, on an empty
+    skeleton of the model: the same weights, so the same logits in every format, as from the
+    loaded model. A tied model looks its embedding up in the packed output layer."""
+    from lima.model_files import Checkpoint
+    from service.engines.transformers_engine import load_model
+
+    folder = tiny_base
+    if tied:
+        model = AutoModelForCausalLM.from_pretrained(tiny_base)
+        model.config.tie_word_embeddings = True
+        model = AutoModelForCausalLM.from_config(model.config)  # tied at init
+        folder = tmp_path / "tied"
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(tiny_base).save_pretrained(folder)
+    model, tok = load_model("m", str(folder), "cpu", torch.float32)
+    skeleton, _ = load_model("m", str(folder), "cpu", torch.float32, weights=False)
+    assert skeleton.model.embed_tokens.weight.is_meta
+    prompt = tok("the quick brown fox").input_ids
+    for fmt in ("none", "fp16", "int8"):
+        checkpoint = Checkpoint.of(folder)
+        from_file = fast_llama.FastLlama(skeleton, quantize=fmt, compile=False, tensors=checkpoint)
+        checkpoint.close()
+        loaded = fast_llama.FastLlama(model, quantize=fmt, compile=False)
+        assert (from_file.weights["embed"] is from_file.weights["head"]) == (tied and fmt != "int8")
+        assert torch.equal(from_file.logits(prompt), loaded.logits(prompt)), fmt
+    expected = model(torch.tensor([prompt])).logits[0]
+    assert torch.allclose(from_file.logits(prompt), expected, atol=0.01 * float(expected.max() - expected.min()))
+
+
 def test_rows_joining_a_running_batch_each_get_generates_answer(tiny):
     """Continuous batching on the compiled decoder: three prompts of different lengths, submitted
     while the others decode (so rows are left-padded and the batch size changes), each equal to

@@ -58,3 +58,25 @@ def test_corrupt_weights_are_refused_with_the_cause(api, tiny_base, tmp_path):
     r = api.post("/admin/models", json={"name": "broken", "path": str(broken)})
     assert r.status_code == 400
     assert "cannot load" in r.json()["error"]["message"] and "broken" not in names(api)
+
+
+def test_a_cut_or_incomplete_checkpoint_is_refused_naming_what_is_wrong(api, tiny_base, tmp_path):
+    """The lean decoder reads a checkpoint tensor by tensor: a file cut short and a tensor missing
+    are refused like any load failure, and the model served before is kept."""
+    from safetensors.torch import load_file, save_file
+
+    cut = tmp_path / "cut"
+    shutil.copytree(tiny_base, cut)
+    weights = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    r = api.post("/admin/models", json={"name": "base", "path": str(cut)})
+    assert r.status_code == 400 and "cannot load" in r.json()["error"]["message"]
+
+    incomplete = tmp_path / "incomplete"
+    shutil.copytree(tiny_base, incomplete)
+    tensors = load_file(incomplete / "model.safetensors")
+    del tensors["model.norm.weight"]
+    save_file(tensors, incomplete / "model.safetensors", metadata={"format": "pt"})
+    r = api.post("/admin/models", json={"name": "base", "path": str(incomplete)})
+    assert r.status_code == 400 and "model.norm.weight" in r.json()["error"]["message"]
+    assert api.get("/v1/models").json()["data"][0]["root"] == str(tiny_base)

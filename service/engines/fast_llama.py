@@ -54,7 +54,7 @@ def decoder_step(shape: Shape, weights: dict, tokens, positions, keys: list[torc
     query may attend."""
     batch, steps = tokens.shape
     heads, kv_heads, head_dim, hidden = shape.heads, shape.kv_heads, shape.head_dim, shape.hidden
-    x = weights["embed"][tokens]
+    x = weight_formats.rows(weights["embed"], tokens)
     freqs = positions.unsqueeze(-1).float() * weights["inv_freq"]
     angles = torch.cat([freqs, freqs], dim=-1).unsqueeze(1)
     cos, sin = angles.cos() * weights["rope_scale"], angles.sin() * weights["rope_scale"]
@@ -107,7 +107,11 @@ def supports(model, device: str) -> str | None:
 class FastLlama:
     """The decoder of one loaded model; ``prefill`` and ``decode`` are what the batcher calls."""
 
-    def __init__(self, model, quantize: str = "fp16", compile: bool = True):
+    def __init__(self, model, quantize: str = "fp16", compile: bool = True, tensors=None):
+        """``model``: a transformers Llama, whose weights are read from ``tensors`` when given (a
+        ``model_files.Checkpoint``: then ``model`` may be an empty skeleton on the meta device),
+        else from the model itself. Each weight is converted as it is read, and for fp16 and int8
+        nothing of the source is kept: the source can be freed once this returns."""
         config = model.config
         self.config = config
         self.device = torch.device("cpu")
@@ -116,29 +120,43 @@ class FastLlama:
                            head_dim=getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
                            eps=float(config.rms_norm_eps))
         weight_formats.require(quantize)
+        tensors = model.state_dict() if tensors is None else tensors
 
-        def linear(weight):
-            return weight_formats.pack(weight, quantize)
+        def linear(*names):
+            return weight_formats.pack(torch.cat([tensors[n] for n in names]) if len(names) > 1 else tensors[names[0]],
+                                       quantize)
 
-        inner = model.model
+        def vector(name):  # a copy: a float32 view would keep its whole source alive
+            return tensors[name].detach().float().clone()
+
         layers = []
-        for layer in inner.layers:
-            attn, mlp = layer.self_attn, layer.mlp
+        for i in range(config.num_hidden_layers):
+            at, mlp = f"model.layers.{i}.self_attn.", f"model.layers.{i}.mlp."
             layers.append({
-                "qkv": linear(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])),
-                "o": linear(attn.o_proj.weight),
-                "gate_up": linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
-                "down": linear(mlp.down_proj.weight),
-                "norm1": layer.input_layernorm.weight.detach().float(),
-                "norm2": layer.post_attention_layernorm.weight.detach().float(),
+                "qkv": linear(at + "q_proj.weight", at + "k_proj.weight", at + "v_proj.weight"),
+                "o": linear(at + "o_proj.weight"),
+                "gate_up": linear(mlp + "gate_proj.weight", mlp + "up_proj.weight"),
+                "down": linear(mlp + "down_proj.weight"),
+                "norm1": vector(f"model.layers.{i}.input_layernorm.weight"),
+                "norm2": vector(f"model.layers.{i}.post_attention_layernorm.weight"),
             })
+        tied = config.get_text_config().tie_word_embeddings
+        head = linear("model.embed_tokens.weight" if tied else "lm_head.weight")
+        # The embedding is looked up in the output layer when the two are tied (one float16 copy
+        # of the largest matrix instead of that and a float32 one); int8 keeps its table in
+        # float16 so that int8 changes the matrix products only.
+        embed = head if tied and quantize != "int8" else \
+            weight_formats.pack(tensors["model.embed_tokens.weight"], "fp16" if quantize == "int8" else quantize)
+        # The rope's frequencies as transformers computes them for this config (the model may be
+        # a skeleton without buffers).
+        rotary = type(model.model.rotary_emb)(config)
         self.weights = {
             "layers": layers,
-            "embed": inner.embed_tokens.weight.detach().float(),
-            "norm": inner.norm.weight.detach().float(),
-            "head": linear(model.lm_head.weight),
-            "inv_freq": inner.rotary_emb.inv_freq.detach().float(),
-            "rope_scale": float(getattr(inner.rotary_emb, "attention_scaling", 1.0)),
+            "embed": embed,
+            "norm": vector("model.norm.weight"),
+            "head": head,
+            "inv_freq": rotary.inv_freq.float(),
+            "rope_scale": float(getattr(rotary, "attention_scaling", 1.0)),
         }
         self.compiled = compile
 

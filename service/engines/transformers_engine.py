@@ -13,6 +13,7 @@ bfloat16 and run ``forward``. The model's own chat template renders prompts; a m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from lima import chat_format
-from lima.model_files import ModelLoadError, check_folder
+from lima.model_files import Checkpoint, ModelLoadError, check_folder
 from lima.paper import DECODING
 from service.engines.base import (Delta, Engine, EngineUnavailable, ModelInfo, Prepared, PromptTooLong,
                                   StageCallback, UnknownModel)
@@ -50,14 +51,21 @@ def context_length(model, tokenizer) -> int:
     return int(n)
 
 
-def load_model(name: str, source: str, device: str, dtype: torch.dtype) -> tuple:
-    """(model, tokenizer) as stored, on ``device`` in ``dtype``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model(name: str, source: str, device: str, dtype: torch.dtype, weights: bool = True) -> tuple:
+    """(model, tokenizer) as stored, on ``device`` in ``dtype``; with ``weights=False`` the model
+    is an empty skeleton on the meta device (its config, generation config and modules; the
+    weights are read by whoever converts them)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     path = check_folder(name, source)
     src = str(path) if path else source
     try:
-        if path is not None and (path / "adapter_config.json").exists():
+        if not weights:
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src))
+            with contextlib.suppress(OSError):  # a folder without generation_config.json
+                model.generation_config = GenerationConfig.from_pretrained(src)
+        elif path is not None and (path / "adapter_config.json").exists():
             from peft import AutoPeftModelForCausalLM  # a LoRA run's adapter: merge it for serving
 
             model = AutoPeftModelForCausalLM.from_pretrained(src, dtype=dtype).merge_and_unload()
@@ -68,7 +76,8 @@ def load_model(name: str, source: str, device: str, dtype: torch.dtype) -> tuple
         raise ModelLoadError(f"model '{name}': cannot load {source}: {type(exc).__name__}: {exc}") from exc
     if tokenizer.chat_template is None:
         tokenizer.chat_template = chat_format.chat_template(eot=tokenizer.eos_token or "")
-    model.eval().to(device)
+    if weights:
+        model.eval().to(device)
     return model, tokenizer
 
 
@@ -83,21 +92,38 @@ def weight_format(quantize: str, name: str) -> str:
     return quantize
 
 
+def _checkpoint(name: str, source: str) -> Checkpoint | None:
+    try:
+        return Checkpoint.of(check_folder(name, source))
+    except Exception as exc:  # an unreadable safetensors header
+        raise ModelLoadError(f"model '{name}': cannot load {source}: {type(exc).__name__}: {exc}") from exc
+
+
 def load_runner(name: str, source: str, device: str, dtype: torch.dtype, quantize: str, decoder: str,
                 on_stage: StageCallback = lambda stage: None) -> tuple:
     """(runner, tokenizer, stop ids, context length) for the batcher; runs on the compute thread."""
     on_stage("loading the weights")
-    model, tokenizer = load_model(name, source, device, dtype)
-    stops, ctx = chat_format.stop_token_ids(model, tokenizer), context_length(model, tokenizer)
-    if quantize != "none":
-        on_stage(f"packing {quantize} weights (the first run also builds the kernels)")
-    quantize = weight_format(quantize, name)
-    reason = fast_llama.supports(model, device) if decoder == "lean" else "--cpu-decoder forward"
+    # The lean decoder converts a safetensors checkpoint tensor by tensor as it reads it; the
+    # rest (another architecture, .bin files, an adapter to merge) load whole through transformers.
+    checkpoint = _checkpoint(name, source) if decoder == "lean" and device.startswith("cpu") else None
+    with contextlib.closing(checkpoint) if checkpoint else contextlib.nullcontext():
+        model, tokenizer = load_model(name, source, device, dtype, weights=checkpoint is None)
+        reason = fast_llama.supports(model, device) if decoder == "lean" else "--cpu-decoder forward"
+        if reason is not None and checkpoint is not None:
+            model, tokenizer = load_model(name, source, device, dtype)
+        stops, ctx = chat_format.stop_token_ids(model, tokenizer), context_length(model, tokenizer)
+        if quantize != "none":
+            on_stage(f"packing {quantize} weights (the first run also builds the kernels)")
+        quantize = weight_format(quantize, name)
+        if reason is None:
+            try:
+                runner = fast_llama.FastLlama(model, quantize=quantize, tensors=checkpoint)
+            except Exception as exc:  # a truncated file, a tensor missing or of the wrong shape
+                raise ModelLoadError(f"model '{name}': cannot load {source}: {type(exc).__name__}: {exc}") from exc
     if reason is None:
-        runner = fast_llama.FastLlama(model, quantize=quantize)
+        del model  # the lean decoder holds its own copy of every weight it needs
         on_stage("compiling the decoder (a minute the first time; cached after)")
         runner.warm_up()
-        del model  # the lean decoder holds its own (int8) copy of every weight it needs
     else:
         if device == "cpu":
             log.info("model '%s' decodes through transformers' forward: %s", name, reason)

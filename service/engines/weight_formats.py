@@ -125,8 +125,10 @@ def pack(weight: torch.Tensor, fmt: str):
         raise ValueError(f"unknown weight format {fmt!r}: choose one of {', '.join(FORMATS)}")
     values, scale = quantize_int8(weight) if fmt == "int8" else (weight.half(), None)
     pad = -weight.shape[0] % BLOCK  # zero rows up to a whole block
-    blocks = F.pad(values, (0, 0, 0, pad)).view(-1, BLOCK, weight.shape[1]).transpose(1, 2).contiguous()
-    return Packed(blocks, None if scale is None else F.pad(scale, (0, pad), value=1.0), weight.shape[0])
+    if pad:  # (a copy; most weights need none, and the output layer's copy would be 57 MB here)
+        values, scale = F.pad(values, (0, 0, 0, pad)), None if scale is None else F.pad(scale, (0, pad), value=1.0)
+    blocks = values.view(-1, BLOCK, weight.shape[1]).transpose(1, 2).contiguous()
+    return Packed(blocks, scale, weight.shape[0])
 
 
 def unpack(packed) -> torch.Tensor:
@@ -136,6 +138,15 @@ def unpack(packed) -> torch.Tensor:
     blocks = packed.blocks.float() if packed.scale is None else \
         packed.blocks.float() * packed.scale.view(-1, 1, BLOCK)
     return blocks.transpose(1, 2).reshape(-1, blocks.shape[1])[:packed.out_features]
+
+
+def rows(packed, ids: torch.Tensor) -> torch.Tensor:
+    """Rows ``ids`` of the float32 matrix a weight stands for, shape ``ids.shape + (K,)``: an
+    embedding looked up in the output layer it is tied to, without a float32 copy of either."""
+    if not isinstance(packed, Packed):
+        return packed[ids]
+    picked = packed.blocks[ids // BLOCK, :, ids % BLOCK].float()
+    return picked if packed.scale is None else picked * packed.scale[ids].unsqueeze(-1)
 
 
 def linear(x: torch.Tensor, packed) -> torch.Tensor:
