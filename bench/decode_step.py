@@ -25,8 +25,8 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from lima import embedded_model  # noqa: E402
-from service.engines import fast_llama, kv_cache, weight_formats  # noqa: E402
-from service.engines.transformers_engine import load_model  # noqa: E402
+from service.engines import kv_cache, weight_formats  # noqa: E402
+from service.engines.transformers_engine import load_runner  # noqa: E402
 
 
 def read_bandwidth() -> float:
@@ -59,9 +59,9 @@ def main() -> None:
     args = parser.parse_args()
 
     bandwidth = read_bandwidth()
-    model, tokenizer = load_model("base", str(embedded_model.prepare()), "cpu", torch.float32)
-    runner = fast_llama.FastLlama(model, quantize=args.quantize)
-    runner.warm_up()
+    # loaded and compiled as the service does it
+    runner, tokenizer, *_ = load_runner("base", str(embedded_model.prepare()), "cpu", torch.float32, args.quantize,
+                                        "lean")
     nbytes = weight_bytes(runner.weights)
     print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s; weights read per step {nbytes / 1e6:.1f} MB: "
           f"at best {nbytes / bandwidth * 1e3:.2f} ms per step ({bandwidth / nbytes:.0f} steps/s)")

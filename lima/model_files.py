@@ -75,9 +75,6 @@ class Checkpoint:
             files = [path / "model.safetensors"]
         return cls(files) if all(f.exists() for f in files) else None
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._where
-
     def __getitem__(self, key: str):
         if key not in self._where:
             raise KeyError(f"the checkpoint has no tensor {key!r}")

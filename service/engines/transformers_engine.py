@@ -51,6 +51,11 @@ def context_length(model, tokenizer) -> int:
     return int(n)
 
 
+def cannot_load(name: str, source: str, exc: Exception) -> ModelLoadError:
+    """One message for every way a model's files fail to load: the model, the source, the cause."""
+    return ModelLoadError(f"model '{name}': cannot load {source}: {type(exc).__name__}: {exc}")
+
+
 def load_model(name: str, source: str, device: str, dtype: torch.dtype, weights: bool = True) -> tuple:
     """(model, tokenizer) as stored, on ``device`` in ``dtype``; with ``weights=False`` the model
     is an empty skeleton on the meta device (its config, generation config and modules; the
@@ -73,7 +78,7 @@ def load_model(name: str, source: str, device: str, dtype: torch.dtype, weights:
             model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(src)
     except Exception as exc:  # missing files, corrupt weights, unknown architecture: all the same to the user
-        raise ModelLoadError(f"model '{name}': cannot load {source}: {type(exc).__name__}: {exc}") from exc
+        raise cannot_load(name, source, exc) from exc
     if tokenizer.chat_template is None:
         tokenizer.chat_template = chat_format.chat_template(eot=tokenizer.eos_token or "")
     if weights:
@@ -96,7 +101,7 @@ def _checkpoint(name: str, source: str) -> Checkpoint | None:
     try:
         return Checkpoint.of(check_folder(name, source))
     except Exception as exc:  # an unreadable safetensors header
-        raise ModelLoadError(f"model '{name}': cannot load {source}: {type(exc).__name__}: {exc}") from exc
+        raise cannot_load(name, source, exc) from exc
 
 
 def load_runner(name: str, source: str, device: str, dtype: torch.dtype, quantize: str, decoder: str,
@@ -119,7 +124,7 @@ def load_runner(name: str, source: str, device: str, dtype: torch.dtype, quantiz
             try:
                 runner = fast_llama.FastLlama(model, quantize=quantize, tensors=checkpoint)
             except Exception as exc:  # a truncated file, a tensor missing or of the wrong shape
-                raise ModelLoadError(f"model '{name}': cannot load {source}: {type(exc).__name__}: {exc}") from exc
+                raise cannot_load(name, source, exc) from exc
     if reason is None:
         del model  # the lean decoder holds its own copy of every weight it needs
         on_stage("compiling the decoder (a minute the first time; cached after)")
