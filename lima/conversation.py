@@ -44,6 +44,12 @@ class Chat:
     conversation_id: str | None = None
     turns: list[Turn] = field(default_factory=list)
     waiting: str = ""  # while the service still loads the model: its sentence (shown, never logged)
+    closed: bool = False  # another conversation took its place in the tab
+
+    @property
+    def untouched(self) -> bool:
+        """Nothing sent, loaded or put in its place yet: what a page that has just opened shows."""
+        return self.conversation_id is None and not self.turns and not self.closed
 
     @property
     def messages(self) -> list[dict]:

@@ -94,6 +94,78 @@ def test_the_first_enter_on_a_fresh_page_sends_in_chat_and_compare(app, page):
     fresh.close()
 
 
+def held_page_load(page, url):
+    """Opens ``url`` with the Chat tab's page-load answer (the conversation this browser had open)
+    held on its way, as a busy server would delay it; returns a function that lets it go and waits
+    until the page has applied it."""
+    import json
+
+    import httpx
+
+    config = httpx.get(f"{url}/config", timeout=30).json()
+    [chatbot] = [c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "chatbot"]
+    [restore] = [d["id"] for d in config["dependencies"]
+                 if any(event == "load" for _, event in d["targets"]) and chatbot in d["outputs"]]
+    held = []
+
+    def hold(route):
+        if json.loads(route.request.post_data or "{}").get("fn_index") == restore:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/queue/join*", hold)
+    page.goto(url)
+    wait_until(lambda: held or page.wait_for_timeout(50), 30, 0, what="the page-load request")
+
+    def release():
+        with page.expect_response(lambda response: response.request == held[0].request, timeout=30000):
+            held[0].continue_()
+        page.unroute("**/queue/join*")
+        # The answer is on the page 0.1 s later on an idle machine (nothing on the page says when);
+        # what is checked next is that it did not take away what the person did meanwhile.
+        page.wait_for_timeout(3000)
+
+    return release
+
+
+def test_what_a_person_does_before_the_page_has_finished_opening_stays(app, page):
+    """The page-load answer comes late (a busy server): a conversation reopened, or a first message
+    sent, before it is back stays on screen and goes on; the late answer does not blank the chat."""
+    url, home = app
+    db = db_of(home)
+    conversation = chatlog.new_conversation(db, "base", "tester", None, source="chat", title="eggs before load")
+    chatlog.add_turn(db, conversation, "user", "eggs before load", model="base")
+    release = held_page_load(page, url)
+    page.locator("#reopen input").click()
+    page.locator("#reopen").get_by_role("option").filter(has_text="eggs before load").first.click()
+    chatbot = page.locator("#chatbot")
+    expect(chatbot).to_contain_text("eggs before load", timeout=20000)
+    release()
+    expect(chatbot).to_contain_text("eggs before load")
+    page.get_by_role("button", name="Retry reply").click()  # the question has no reply yet
+    wait_until(lambda: db_of(home)["turns"].count_where(
+        "conversation_id = ? and role = 'assistant' and status = 'complete'", [conversation]), 120,
+        what="the reply to the reopened conversation")
+
+    fresh = page.context.new_page()
+    release = held_page_load(fresh, url)
+    fresh.get_by_placeholder("Message (Enter sends, Shift+Enter for a new line)").click()
+    fresh.keyboard.type("said before the page opened")
+    fresh.keyboard.press("Enter")
+    expect(fresh.locator("#chatbot")).to_contain_text("said before the page opened", timeout=20000)
+    [started] = wait_until(lambda: list(db_of(home)["conversations"].rows_where(
+        "title = 'said before the page opened'")), 30, what="the first message in the log")
+    wait_until(lambda: db_of(home)["turns"].count_where(
+        "conversation_id = ? and role = 'assistant' and status = 'complete'", [started["id"]]), 120,
+        what="the reply to the first message")
+    release()
+    expect(fresh.locator("#chatbot")).to_contain_text("said before the page opened")
+    expect(fresh.locator("#chat-status")).to_contain_text(started["id"])
+    fresh.screenshot(path=str(home / "acted-before-load.png"))
+    fresh.close()
+
+
 def test_chat_stream_rate_reload(app, page):
     url, home = app
     before = db_of(home).execute("select coalesce(max(id), 0) from turns").fetchone()[0]  # this test's turns only
@@ -235,10 +307,12 @@ def test_compare_two_models_rate_both_sides_and_give_a_verdict(app, page):
     page.goto(url)
     page.get_by_role("tab", name="Compare").click()
     wait_until(lambda: page.locator("#compare-left input").input_value(), 30)
-    for box, name in (("#compare-left", "base"), ("#compare-right", "other")):
+    for box, name in (("#compare-left", "other"), ("#compare-right", "base")):  # not the default pair
         page.locator(f"{box} input").click()
         page.locator(box).get_by_role("option", name=name, exact=True).click()
         wait_until(lambda: page.locator(f"{box} input").input_value() == name, 10)
+    page.get_by_role("tab", name="Chat").click()  # a look elsewhere: the lists refresh, the picks stay
+    page.get_by_role("tab", name="Compare").click()
     page.locator("#compare-opener input").click()
     page.get_by_role("option", name="opener-02 · explanation").click()
     page.locator("#compare-start").click()
@@ -249,7 +323,9 @@ def test_compare_two_models_rate_both_sides_and_give_a_verdict(app, page):
     page.keyboard.press("Enter")
     db = db_of(home)
     [row] = wait_until(lambda: list(db["comparisons"].rows_where("opener_id = 'opener-02'")), 20)
-    assert (row["left_model"], row["right_model"], row["opener_id"]) == ("base", "other", "opener-02")
+    assert (row["left_model"], row["right_model"], row["opener_id"]) == ("other", "base", "opener-02")
+    assert [page.locator(f"{box} input").input_value() for box in ("#compare-left", "#compare-right")] == [
+        "other", "base"]
 
     def answered(conversation):
         return db["turns"].count_where("conversation_id = ? and role = 'assistant' and status = 'complete'",
@@ -272,7 +348,7 @@ def test_compare_two_models_rate_both_sides_and_give_a_verdict(app, page):
         for rater, label in zip(("ana", "bo"), labels):
             chatlog.rate(db_of(home), turn["id"], label, rater)
     page.get_by_role("tab", name="Report").click()
-    page.locator("#report-text").get_by_text("other better in 1 of 1").wait_for(timeout=30000)
+    page.locator("#report-text").get_by_text("base better in 1 of 1").wait_for(timeout=30000)
     # the leaderboard (few verdicts, said so) and the raters' agreement, each with its chart
     report = page.locator("#report-text")
     report.get_by_text("only 1 verdict: the intervals are wide").wait_for(timeout=30000)

@@ -88,7 +88,7 @@ def build_app(service_url: str, api_key: str | None = None) -> gr.Blocks:
 
         saw_loading = gr.State(False)
 
-        def on_tick(current_model, was_loading):
+        def on_tick(current_model, was_loading, *compare_picks):
             """While the service loads its models: say what it is doing. Once it is ready, stop, and
             if the page opened before the models were in, list them now (else the lists are current
             and a choice made meanwhile stays)."""
@@ -102,9 +102,9 @@ def build_app(service_url: str, api_key: str | None = None) -> gr.Blocks:
             if not was_loading:
                 return "", gr.Timer(active=False), False, *keep
             return ("", gr.Timer(active=False), False, pickers.model_choices(client, current_model),
-                    *compare["load"][0]())
+                    *compare["load"][0](*compare_picks))
 
-        warming.tick(on_tick, [chat["model"], saw_loading],
+        warming.tick(on_tick, [chat["model"], saw_loading, *compare["load"][1]],
                      [service_status, warming, saw_loading, chat["model"], *compare["load"][2]],
                      show_progress="hidden")
     return app

@@ -36,6 +36,13 @@ def text_of(content) -> str:
     return str(content or "")
 
 
+def in_place_of(old: conv.Chat, new: conv.Chat) -> conv.Chat:
+    """``new`` to show in the tab instead of ``old``; a page-load restore still on its way sees that
+    ``old`` was put aside and leaves the tab alone."""
+    old.closed = True
+    return new
+
+
 def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
     openers = project.openers()
     opener_by_id = {o.id: o for o in openers}
@@ -154,20 +161,20 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
         return [gr.update(value=texts[i], visible=True) if i < len(texts) else gr.update(visible=False)
                 for i in range(FOLLOW_UP_SLOTS)]
 
-    def on_opener(opener_id):
+    def on_opener(opener_id, chat):
         found = opener_by_id.get(opener_id)
-        chat = conv.Chat()
-        return (found.message if found else "", opener_id or None, *shown(chat), *follow_up_buttons(opener_id))
+        return (found.message if found else "", opener_id or None, *shown(in_place_of(chat, conv.Chat())),
+                *follow_up_buttons(opener_id))
 
-    opener.input(on_opener, opener, [message, opener_state, *chat_outputs, *follow_ups])
+    opener.input(on_opener, [opener, chat_state], [message, opener_state, *chat_outputs, *follow_ups])
 
     for button in follow_ups:
         button.click(lambda text: text, button, message).then(on_send, send_inputs, send_outputs)
 
-    def on_new():
-        return ("", None, "", *shown(conv.Chat()), *follow_up_buttons(None))
+    def on_new(chat):
+        return ("", None, "", *shown(in_place_of(chat, conv.Chat())), *follow_up_buttons(None))
 
-    new.click(on_new, None, [message, opener_state, opener, *chat_outputs, *follow_ups])
+    new.click(on_new, chat_state, [message, opener_state, opener, *chat_outputs, *follow_ups])
 
     def model_choices(current):
         return pickers.model_choices(client, current)
@@ -175,26 +182,30 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
     refresh.click(model_choices, model, model)
     model.focus(model_choices, model, model)  # a model trained meanwhile appears when the list opens
 
-    def on_reopen(conversation_id, current_model):
+    def on_reopen(conversation_id, current_model, shown_now):
         """The conversation, and its model picked to go on with it."""
-        chat = conv.load(conversation_id)
+        chat = in_place_of(shown_now, conv.load(conversation_id))
         found = chatlog.conversation(connect(), conversation_id) if conversation_id else None
         opener_id = found["opener_id"] if found else None
         return (opener_id, *shown(chat), *follow_up_buttons(opener_id),
                 model_choices(found["model"] if found else current_model))
 
     reopen.focus(pickers.saved_conversations, None, reopen)
-    reopen.input(on_reopen, [reopen, model], [opener_state, *chat_outputs, *follow_ups, model])
+    reopen.input(on_reopen, [reopen, model, chat_state], [opener_state, *chat_outputs, *follow_ups, model])
 
-    def restore(saved, current_model):
-        """Page load: the models the service has, and the conversation this browser had open."""
+    def restore(saved, current_model, shown_now):
+        """Page load: the models the service has, and the conversation this browser had open. Page-load
+        events run beside the person's first clicks: what they sent, reopened or started before this
+        answer is back stays on screen (and the model they went on with)."""
         saved = saved or {}
         chat = conv.load(saved.get("conversation"))
         found = chatlog.conversation(connect(), chat.conversation_id) if chat.conversation_id else None
         models = model_choices(found["model"] if found else current_model)
+        if not shown_now.untouched:  # asked last: the person may have acted while the service answered
+            return (gr.skip(),) * (2 + len(chat_outputs) + len(follow_ups))
         opener_id = found["opener_id"] if found else None
         return (models, opener_id, *shown(chat), *follow_up_buttons(opener_id))
 
-    return {"model": model, "restore": (restore, [browser, model],
+    return {"model": model, "restore": (restore, [browser, model, chat_state],
                                         [model, opener_state, *chat_outputs, *follow_ups]),
             "refresh_models": (model_choices, model, model)}

@@ -208,14 +208,17 @@ def build(client: ServiceClient) -> dict:
 
     proof_button.click(on_proof, [failed, proof_models], [*outputs, left_model, right_model])
 
-    def models():
+    def models(left=None, right=None, replay=None):
+        """The served models in the three lists; a pick still served stays (the tab is opened again
+        and again), the others start from ``default_pair``."""
         names = pickers.served_models(client)
         if names is None:
             return gr.update(), gr.update(), gr.update()
-        left, right = default_pair(names)
+        first, second = default_pair(names)
         choices = pickers.labelled(names)
-        return (gr.update(choices=choices, value=left), gr.update(choices=choices, value=right),
-                gr.update(choices=choices, value=right))
+        return tuple(gr.update(choices=choices, value=picked if picked in names else default)
+                     for picked, default in ((left, first), (right, second), (replay, second)))
 
-    return {"load": (models, None, [left_model, right_model, replay_model]),
+    pickers_now = [left_model, right_model, replay_model]
+    return {"load": (models, pickers_now, pickers_now),
             "proof": (proof, None, [proof_box, proof_note, failed, proof_models])}
