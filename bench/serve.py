@@ -1,6 +1,7 @@
 """Serving benchmark on the embedded model: every configuration's quality beside its speed.
 
-    python bench/serve.py [--tokens 96] [--prompts 3] [--llama-server PATH] [--skip-endings]
+    python bench/serve.py [--tokens 96] [--prompts 3] [--rounds 3] [--llama-server PATH] [--skip-endings]
+    python bench/serve.py --head-to-head-only [--rounds 3]   # only the alternated comparison (8 minutes)
 
 Measured in one run, on the same weights and prompts; read the ratios, this machine is noisy.
 
@@ -20,6 +21,10 @@ Speed: single-stream decode tokens/s (``--tokens`` greedy tokens, ``ignore_eos``
 tokens/s at 1, 4 and 8 concurrent streams, time to first token (a one-token completion) for a
 short, a 300- and a 1,500-token prompt (each prompt distinct, so no prefix cache helps), and the
 server's peak memory (VmHWM).
+Head to head: the default's service and llama-server F16 (the same float16 weights, the same
+fidelity) started in turn for ``--rounds`` rounds, so a slow moment of this noisy machine falls on
+both: single-stream decode, 8 streams, first token for the 300- and 1,500-token prompts and peak
+memory, each round's ratios and their median against the targets the default is held to.
 Replies that end: the 10 evaluation openers at the paper's decoding (repetition penalty 1.2,
 up to 2,048 tokens, seeded), with the stop tokens penalised as before and exempt as now: reply
 lengths and the share that hit the limit.
@@ -285,9 +290,9 @@ def start_llama_server(server: str, gguf: Path, port: int, slots: int) -> subpro
     raise RuntimeError("llama-server did not become healthy in 120 s")
 
 
-def llama_rows(server: str, args, tokenizer, chains, references, workdir: Path) -> list[Row]:
+def llama_rows(server: str, files: dict[str, Path], args, tokenizer, chains, references) -> list[Row]:
     rows = []
-    for quant, gguf in ggufs(server, workdir).items():
+    for quant, gguf in files.items():
         row = Row(f"llama-server, {quant}" + (" (the shipped GGUF)" if quant == "Q4_1" else ""))
         row.perplexity = gguf_perplexity(gguf, chains)
         base = f"http://127.0.0.1:{args.port}"
@@ -309,6 +314,84 @@ def llama_rows(server: str, args, tokenizer, chains, references, workdir: Path) 
         rows.append(row)
         print(f"  measured {row.name}", flush=True)
     return rows
+
+
+# -- head to head: the default against llama-server F16, alternated -------------------------------
+
+# What the default is held to against llama-server F16 (higher is better for the first two, lower for the rest).
+TARGETS = {"single-stream decode": (">=", 1.1), "aggregate at 8 streams": (">=", 1.2),
+           "first token, 300 tokens": ("<=", 0.7), "first token, 1500 tokens": ("<=", 0.7),
+           "peak memory": ("<=", 1.3)}
+
+
+def speeds(base: str, args, tokenizer) -> dict[str, float]:
+    """Single-stream decode and first-token times of one server (already warm)."""
+    found = {"single-stream decode": statistics.median(timed_stream(base, p, args.tokens)[1]
+                                                       for p in PROMPTS[: args.prompts])}
+    for label, texts in long_prompts(tokenizer).items():
+        found[f"first token, {label}"] = statistics.median(first_token_time(base, t) for t in texts)
+    return found
+
+
+def ours_once(folder: Path, args, tokenizer) -> dict[str, float]:
+    name, quantize, decoder = SERVICE_CONFIGS[0]
+    with tempfile.TemporaryDirectory() as logs:
+        service = service_child.start(["--no-registry", "--model", f"base={folder}", "--quantize", quantize,
+                                       "--cpu-decoder", decoder], args.port, log=Path(logs) / "serve.log",
+                                      until="loaded", timeout=600)
+        try:
+            timed_stream(service.url, PROMPTS[0], 8)  # warm-up
+            found = speeds(service.url, args, tokenizer)
+            found["aggregate at 8 streams"] = concurrent(service.url, 8, args.tokens)
+            found["peak memory"] = memory_mib(service.process.pid)
+        finally:
+            service.stop(30)
+    return found
+
+
+def llama_once(server: str, gguf: Path, args, tokenizer) -> dict[str, float]:
+    base, found, peaks = f"http://127.0.0.1:{args.port}", {}, []
+    for slots in (1, 8):  # -np 1 for one stream, -np 8 for eight, as llama-server users run it
+        process = start_llama_server(server, gguf, args.port, slots)
+        try:
+            timed_stream(base, PROMPTS[0], 8)
+            if slots == 1:
+                found.update(speeds(base, args, tokenizer))
+            else:
+                found["aggregate at 8 streams"] = concurrent(base, 8, args.tokens)
+            peaks.append(memory_mib(process.pid))
+        finally:
+            process.terminate()
+            process.wait(30)
+    found["peak memory"] = max(peaks)
+    return found
+
+
+def head_to_head(folder: Path, server: str, f16: Path, args, tokenizer) -> list[tuple[dict, dict]]:
+    rounds = []
+    for i in range(args.rounds):
+        rounds.append((ours_once(folder, args, tokenizer), llama_once(server, f16, args, tokenizer)))
+        print(f"  head to head: round {i + 1} of {args.rounds}", flush=True)
+    return rounds
+
+
+def report_head_to_head(rounds: list[tuple[dict, dict]]) -> None:
+    print(f"\nHead to head, alternated: the default (service, fp16) / llama-server F16, {len(rounds)} rounds "
+          "(each round starts both servers anew)\n")
+    print(f"{'measure':34} {'target':>7} " + " ".join(f"{'round ' + str(i + 1):>21}" for i in range(len(rounds)))
+          + f" {'median ratio':>13}")
+    units = {"single-stream decode": ("tokens/s", 1), "aggregate at 8 streams": ("tokens/s", 1),
+             "first token, 300 tokens": ("ms", 1000), "first token, 1500 tokens": ("ms", 1000),
+             "peak memory": ("MiB", 1)}
+    for measure, (sense, target) in TARGETS.items():
+        ratios = [ours[measure] / theirs[measure] for ours, theirs in rounds]
+        unit, scale = units[measure]
+        cells = " ".join(f"{ours[measure] * scale:>6.0f} / {theirs[measure] * scale:<6.0f} {r:>5.2f}x"
+                         for (ours, theirs), r in zip(rounds, ratios))
+        measure = f"{measure} ({unit})"
+        median = statistics.median(ratios)
+        met = median >= target if sense == ">=" else median <= target
+        print(f"{measure:34} {sense}{target:<5} {cells} {median:>8.2f}x {'met' if met else 'NOT met'}")
 
 
 # -- replies that end -------------------------------------------------------------------------------
@@ -376,22 +459,14 @@ def report(rows: list[Row], args, endings) -> None:
     float_service = next(r for r in rows if r.name.startswith("service, float32"))
     print(f"\nThe default's reply to {SKY!r}:\n  float32: {rows[0].sky!r}\n  default: {ours.sky!r}\n"
           f"  {'identical' if ours.sky == rows[0].sky else 'DIFFERENT'}")
-    baseline = next((r for r in rows if r.name.startswith("llama-server, Q8_0")), None)
-    if baseline:
-        print("\nRatios against llama-server Q8_0 (the same weights in 8 bits), same run:")
-        print(f"  single-stream decode:        {ours.decode / baseline.decode:.2f}  (target >= 0.80)")
-        print(f"  aggregate at 8 streams:      {ours.streams[8] / baseline.streams[8]:.2f}  (target >= 1.00)")
-        for label in ("300 tokens", "1500 tokens"):
-            print(f"  first token, {label:11}:    {ours.ttft[label] / baseline.ttft[label]:.2f}  (target <= 1.00)")
-        print(f"  peak memory:                 {ours.peak_mib / baseline.peak_mib:.2f}")
-    else:
-        print("\nNo llama-server here: run bench/llama_cpp.sh (about 10 minutes) for the baseline rows.")
+    if not any(r.name.startswith("llama-server") for r in rows):
+        print("\nNo llama-server here: run bench/llama_cpp.sh (about 14 minutes) for the baseline rows.")
     print(f"\nthe default / float32, both served: decode {ours.decode / float_service.decode:.2f}x, "
           f"8 streams {ours.streams[8] / float_service.streams[8]:.2f}x")
     same = next((r for r in rows if r.name.startswith("llama-server, F16")), None)
     if same:
-        print(f"the default / llama-server F16 (the same float16 weights): decode {ours.decode / same.decode:.2f}x, "
-              f"8 streams {ours.streams[8] / same.streams[8]:.2f}x")
+        print(f"the default / llama-server F16 (the same float16 weights), table rows (not alternated): decode "
+              f"{ours.decode / same.decode:.2f}x, 8 streams {ours.streams[8] / same.streams[8]:.2f}x")
     if endings:
         print("\nReplies that end (10 openers, paper's decoding: temperature 0.7, top-p 0.9, repetition penalty 1.2, "
               "at most 2,048 tokens, seeds 0-9):")
@@ -406,28 +481,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--prompts", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the head-to-head against llama-server F16")
     parser.add_argument("--port", type=int, default=8790, help="port for the server under test")
     parser.add_argument("--llama-server", help="llama-server executable (default: bench/llama_cpp.sh's, then PATH)")
     parser.add_argument("--skip-endings", action="store_true", help="leave out the replies-that-end section")
+    parser.add_argument("--head-to-head-only", action="store_true",
+                        help="only the alternated comparison of the default with llama-server F16")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     from transformers import AutoTokenizer
 
     folder = embedded_model.prepare()
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    server = find_llama_server(args.llama_server)
+    if args.head_to_head_only:
+        if not server:
+            raise SystemExit("no llama-server here: run bench/llama_cpp.sh (about 14 minutes) first")
+        with tempfile.TemporaryDirectory() as workdir:
+            f16 = ggufs(server, Path(workdir))["F16"]
+            report_head_to_head(head_to_head(folder, server, f16, args, tokenizer))
+        return
     chains = fidelity.token_ids(tokenizer, [c.as_openai() for c in project.chains()[:12]])
     print("measuring: transformers float32", flush=True)
     first, references = reference(folder, args, chains)
     rows = [first, *service_rows(folder, args, tokenizer, chains, references)]
-    server = find_llama_server(args.llama_server)
+    rounds = []
     if server:
         with tempfile.TemporaryDirectory() as workdir:
-            rows += llama_rows(server, args, tokenizer, chains, references, Path(workdir))
+            files = ggufs(server, Path(workdir))
+            rows += llama_rows(server, files, args, tokenizer, chains, references)
+            if args.rounds:
+                rounds = head_to_head(folder, server, files["F16"], args, tokenizer)
     endings = {}
     if not args.skip_endings:
         endings = {"stop tokens penalised (before)": reply_lengths(folder, exempt_stops=False),
                    "stop tokens exempt (now)": reply_lengths(folder, exempt_stops=True)}
     report(rows, args, endings)
+    if rounds:
+        report_head_to_head(rounds)
 
 
 if __name__ == "__main__":
