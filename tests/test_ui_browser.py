@@ -240,6 +240,32 @@ def test_chat_stream_rate_reload(app, page):
     assert [r["label"] for r in history] == ["Pass", "Excellent"] and {r["rater"] for r in history} == {"tester"}
     page.locator("#chatbot").screenshot(path=str(home / "rated.png"))
 
+    # The same for rewrites (the pencil): a second rewrite made while the first is on its way.
+    def rewrite(text):
+        page.locator("#chatbot .bot-row, #chatbot [data-testid='bot']").last.hover()
+        page.locator("#chatbot").get_by_role("button", name="Edit").last.click()
+        page.locator("#chatbot textarea").last.fill(text)
+        page.locator("#chatbot").get_by_role("button", name="Submit").last.click()
+
+    def hold_first(route):
+        if "Peel it after a minute in cold water." in (route.request.post_data or ""):
+            held.append(route)
+        else:
+            route.continue_()
+
+    held.clear()
+    page.route("**/queue/join*", hold_first)
+    rewrite("Peel it after a minute in cold water.")
+    first = wait_until(lambda: page.wait_for_timeout(50) or list(held), 20, 0, what="the first rewrite's request")
+    rewrite("Boil it for six minutes, then cool it.")  # while the first is still on its way
+    for route in first:
+        route.continue_()
+    page.unroute("**/queue/join*")
+    texts = lambda: [w["content"] for w in db_of(home)["rewrites"].rows_where("turn_id = ?", [turn["id"]],  # noqa: E731
+                                                                             order_by="id")]
+    wait_until(lambda: len(texts()) >= 2, 20, what="both rewrites in the log")
+    assert texts() == ["Peel it after a minute in cold water.", "Boil it for six minutes, then cool it."]
+
     page.reload()
     page.locator("#chatbot").get_by_text("how do i boil an egg?").wait_for(timeout=20000)
     chosen = page.locator("#chatbot").get_by_role("button", name="Excellent", exact=True).last

@@ -153,7 +153,7 @@ def build(client: ServiceClient, browser: gr.BrowserState) -> dict:
         turn.content, turn.status = new_text, "complete"  # a person's rewrite makes a cut-short reply whole
         return shown(chat, f"turn {index} rewritten · original kept")
 
-    chatbot.edit(on_edit, [chat_state, rater], chat_outputs)
+    rating.on_rewrite(chatbot, on_edit, [chat_state, rater], chat_outputs)
 
     def follow_up_buttons(opener_id):
         found = opener_by_id.get(opener_id)

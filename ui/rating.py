@@ -57,6 +57,12 @@ def on_click(chatbot: gr.Chatbot, fn, inputs, outputs) -> None:
     chatbot.like(fn, inputs, outputs, trigger_mode="multiple", concurrency_limit=1, concurrency_id="rating")
 
 
+def on_rewrite(chatbot: gr.Chatbot, fn, inputs, outputs) -> None:
+    """As ``on_click``, for rewrites (the pencil): a rewrite saved while another rewrite or a rating
+    is still on its way reaches the log, after it."""
+    chatbot.edit(fn, inputs, outputs, trigger_mode="multiple", concurrency_limit=1, concurrency_id="rating")
+
+
 def rate(chat: conv.Chat, data: gr.LikeData, rater: str | None) -> tuple[conv.Chat, str]:
     """Record the label clicked under message ``data.index`` (none: the rating was cleared);
     returns the chat with its ratings updated and a sentence for the status line."""
