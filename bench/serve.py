@@ -1,7 +1,7 @@
 """Serving benchmark on the embedded model: every configuration's quality beside its speed.
 
     python bench/serve.py [--tokens 96] [--prompts 3] [--rounds 3] [--llama-server PATH] [--skip-endings]
-    python bench/serve.py --head-to-head-only [--rounds 3]   # only the alternated comparison (8 minutes)
+    python bench/serve.py --head-to-head-only [--rounds 3]   # only the alternated comparison (about 5 minutes)
 
 Measured in one run, on the same weights and prompts; read the ratios, this machine is noisy.
 
@@ -145,15 +145,24 @@ def long_prompts(tokenizer) -> dict[str, list[str]]:
     return {f"{n} tokens": [tokenizer.decode(ids[i * 1600: i * 1600 + n]) for i in range(3)] for n in (300, 1500)}
 
 
+def speeds(base: str, args, tokenizer) -> dict[str, float]:
+    """One warm server's single-stream decode (tokens/s) and first-token times (s): the table's
+    rows and the head-to-head measure the same way."""
+    runs = [timed_stream(base, p, args.tokens) for p in PROMPTS[: args.prompts]]
+    found = {"single-stream decode": statistics.median(r[1] for r in runs),
+             "first token, short": statistics.median(r[0] for r in runs)}
+    for label, texts in long_prompts(tokenizer).items():
+        found[f"first token, {label}"] = statistics.median(first_token_time(base, t) for t in texts)
+    return found
+
+
 def measure_server(row: Row, base: str, pid: int, args, tokenizer, references: list[str]) -> None:
     timed_stream(base, PROMPTS[0], 8)  # warm-up
     replies = [greedy(base, p) for p in GREEDY_PROMPTS]
     row.agreement, row.sky = fidelity.agreement(replies, references), replies[0]
-    runs = [timed_stream(base, p, args.tokens) for p in PROMPTS[: args.prompts]]
-    row.decode = statistics.median(r[1] for r in runs)
-    row.ttft["short"] = statistics.median(r[0] for r in runs)
-    for label, texts in long_prompts(tokenizer).items():
-        row.ttft[label] = statistics.median(first_token_time(base, t) for t in texts)
+    found = speeds(base, args, tokenizer)
+    row.decode = found["single-stream decode"]
+    row.ttft = {label: found[f"first token, {label}"] for label in ("short", "300 tokens", "1500 tokens")}
     row.peak_mib = memory_mib(pid)
 
 
@@ -207,19 +216,23 @@ SERVICE_CONFIGS = [("service, fp16 (lean) = CPU default", "fp16", "lean"),
                    ("service, fp16 (transformers forward)", "fp16", "forward")]
 
 
+def start_service(folder: Path, quantize: str, decoder: str, port: int, logs: Path):
+    """`lima serve` on the embedded model in one configuration, loaded and ready."""
+    return service_child.start(["--no-registry", "--model", f"base={folder}", "--quantize", quantize,
+                                "--cpu-decoder", decoder], port, log=logs / "serve.log", until="loaded", timeout=600)
+
+
 def service_rows(folder: Path, args, tokenizer, chains, references) -> list[Row]:
     from service.engines.transformers_engine import load_runner
 
     rows = []
     for name, quantize, decoder in SERVICE_CONFIGS:
         row = Row(name)
-        flags = ["--quantize", quantize, "--cpu-decoder", decoder]
         runner, *_ = load_runner("bench", str(folder), "cpu", torch.float32, quantize, decoder)
         row.perplexity = fidelity.perplexity(runner.logits, chains)
         del runner
         with tempfile.TemporaryDirectory() as logs:
-            service = service_child.start(["--no-registry", "--model", f"base={folder}", *flags], args.port,
-                                          log=Path(logs) / "serve.log", until="loaded", timeout=600)
+            service = start_service(folder, quantize, decoder, args.port, Path(logs))
             try:
                 measure_server(row, service.url, service.process.pid, args, tokenizer, references)
                 measure_streams(row, service.url, args)
@@ -318,27 +331,16 @@ def llama_rows(server: str, files: dict[str, Path], args, tokenizer, chains, ref
 
 # -- head to head: the default against llama-server F16, alternated -------------------------------
 
-# What the default is held to against llama-server F16 (higher is better for the first two, lower for the rest).
-TARGETS = {"single-stream decode": (">=", 1.1), "aggregate at 8 streams": (">=", 1.2),
-           "first token, 300 tokens": ("<=", 0.7), "first token, 1500 tokens": ("<=", 0.7),
-           "peak memory": ("<=", 1.3)}
-
-
-def speeds(base: str, args, tokenizer) -> dict[str, float]:
-    """Single-stream decode and first-token times of one server (already warm)."""
-    found = {"single-stream decode": statistics.median(timed_stream(base, p, args.tokens)[1]
-                                                       for p in PROMPTS[: args.prompts])}
-    for label, texts in long_prompts(tokenizer).items():
-        found[f"first token, {label}"] = statistics.median(first_token_time(base, t) for t in texts)
-    return found
+# What the default is held to against llama-server F16: measure -> (unit, scale to it, sense, ratio).
+TARGETS = {"single-stream decode": ("tokens/s", 1, ">=", 1.1), "aggregate at 8 streams": ("tokens/s", 1, ">=", 1.2),
+           "first token, 300 tokens": ("ms", 1000, "<=", 0.7), "first token, 1500 tokens": ("ms", 1000, "<=", 0.7),
+           "peak memory": ("MiB", 1, "<=", 1.3)}
 
 
 def ours_once(folder: Path, args, tokenizer) -> dict[str, float]:
-    name, quantize, decoder = SERVICE_CONFIGS[0]
+    _, quantize, decoder = SERVICE_CONFIGS[0]
     with tempfile.TemporaryDirectory() as logs:
-        service = service_child.start(["--no-registry", "--model", f"base={folder}", "--quantize", quantize,
-                                       "--cpu-decoder", decoder], args.port, log=Path(logs) / "serve.log",
-                                      until="loaded", timeout=600)
+        service = start_service(folder, quantize, decoder, args.port, Path(logs))
         try:
             timed_stream(service.url, PROMPTS[0], 8)  # warm-up
             found = speeds(service.url, args, tokenizer)
@@ -380,12 +382,8 @@ def report_head_to_head(rounds: list[tuple[dict, dict]]) -> None:
           "(each round starts both servers anew)\n")
     print(f"{'measure':34} {'target':>7} " + " ".join(f"{'round ' + str(i + 1):>21}" for i in range(len(rounds)))
           + f" {'median ratio':>13}")
-    units = {"single-stream decode": ("tokens/s", 1), "aggregate at 8 streams": ("tokens/s", 1),
-             "first token, 300 tokens": ("ms", 1000), "first token, 1500 tokens": ("ms", 1000),
-             "peak memory": ("MiB", 1)}
-    for measure, (sense, target) in TARGETS.items():
+    for measure, (unit, scale, sense, target) in TARGETS.items():
         ratios = [ours[measure] / theirs[measure] for ours, theirs in rounds]
-        unit, scale = units[measure]
         cells = " ".join(f"{ours[measure] * scale:>6.0f} / {theirs[measure] * scale:<6.0f} {r:>5.2f}x"
                          for (ours, theirs), r in zip(rounds, ratios))
         measure = f"{measure} ({unit})"

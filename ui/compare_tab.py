@@ -219,6 +219,6 @@ def build(client: ServiceClient) -> dict:
         return tuple(gr.update(choices=choices, value=picked if picked in names else default)
                      for picked, default in ((left, first), (right, second), (replay, second)))
 
-    pickers_now = [left_model, right_model, replay_model]
-    return {"load": (models, pickers_now, pickers_now),
+    picks = [left_model, right_model, replay_model]
+    return {"load": (models, picks, picks),
             "proof": (proof, None, [proof_box, proof_note, failed, proof_models])}
