@@ -81,3 +81,70 @@ def test_training_and_serving_render_the_same_tokens(prepared):
         assert training_ids[: len(prompt_ids)] == prompt_ids
     saved = (prepared["folder"] / "chat_template.jinja").read_text()
     assert saved == chat_format.chat_template()
+
+
+def _both_heads(trainer, bf16: bool, monkeypatch):
+    """The loss, per-token outputs and gradients of one batch through the trainer's model (the CPU head
+    ``make_trainer`` put in front) and through a copy with TRL's own fused head only, and how many
+    times each called TRL's chunked kernel."""
+    import copy
+
+    import torch
+    from trl.trainer import utils as trl_utils
+
+    calls = []
+
+    class Counted(trl_utils._ChunkedLogProbFunction):
+        @classmethod
+        def apply(cls, *args):
+            calls[-1] += 1
+            return super().apply(*args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Counted)
+    batch = next(iter(trainer.get_train_dataloader()))
+    ours = trainer.model
+    theirs = copy.deepcopy(ours)
+    theirs.forward = type(theirs).forward.__get__(theirs)  # the model's own forward, then TRL's head on it
+    trl_utils.add_fused_lm_head(theirs, outputs=("log_probs", "entropy", "is_top1"))
+    found = []
+    for model in (ours, theirs):
+        calls.append(0)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(**batch, fused_lm_head=True)
+        out.loss.backward()
+        found.append((out, [p.grad.clone() for p in model.parameters()]))
+    return found, calls
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16-autocast"])
+def test_the_cpu_head_gives_trls_loss_and_gradients(prepared, bf16, monkeypatch):
+    """On a CPU the LM head is one GEMM over the labelled positions (``training/cpu_head.py``), not
+    TRL's chunked head: the same loss, log-probabilities, metrics and gradients, to float32's rounding,
+    or bf16's under autocast."""
+    import torch
+
+    ((ours, our_grads), (theirs, their_grads)), calls = _both_heads(prepared["trainer"], bf16, monkeypatch)
+    assert calls == [0, 1]  # the trainer's model never went through TRL's chunked kernel; the copy did
+    loss_tol, grad_tol = (1e-6, 1e-5) if not bf16 else (1e-3, 2e-2)
+    assert ours.loss.item() == pytest.approx(theirs.loss.item(), rel=loss_tol)
+    assert torch.equal(ours.label_mask, theirs.label_mask)
+    assert ours.entropy.dtype == theirs.entropy.dtype == torch.float32
+    assert torch.allclose(ours.log_probs, theirs.log_probs, atol=1e-5 if not bf16 else 2e-2)
+    assert torch.allclose(ours.entropy, theirs.entropy, atol=1e-5 if not bf16 else 5e-2)
+    agree = (ours.is_top1.bool() == theirs.is_top1.bool())[ours.label_mask].float().mean().item()
+    assert agree == 1.0 if not bf16 else agree > 0.97
+    for mine, trls in zip(our_grads, their_grads):
+        assert (mine - trls).norm() <= grad_tol * trls.norm() + 1e-12
+
+
+def test_the_cpu_head_leaves_a_batch_too_big_for_memory_to_trl(prepared, monkeypatch):
+    import torch
+
+    from training import cpu_head
+
+    monkeypatch.setattr(cpu_head, "MAX_LOGITS", 1)  # every batch is "too big": TRL's chunked head scores it
+    ((ours, our_grads), (theirs, their_grads)), calls = _both_heads(prepared["trainer"], False, monkeypatch)
+    assert calls == [1, 1]
+    assert ours.loss.item() == theirs.loss.item()
+    assert all(torch.equal(a, b) for a, b in zip(our_grads, their_grads))
