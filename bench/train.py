@@ -14,7 +14,7 @@ The two cpu-demo setups run in turn for ``--rounds`` rounds (this machine is noi
 figure) and their per-step losses are printed side by side: the same examples in the same order, so
 the curves differ only by rounding. The ratio against the cpu-demo row is the figure. Then (unless
 --skip-full) the full cpu-demo dialogue retrain runs as `lima train` would, and its wall time is
-printed. About 6 minutes with --skip-full, 15 with the retrain.
+printed. About 15 minutes with --skip-full, 25 with the retrain (3 rounds, 16 examples).
 """
 
 from __future__ import annotations
