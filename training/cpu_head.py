@@ -27,12 +27,16 @@ _SCALED_HEAD = ("final_logit_softcapping", "logit_scale", "output_multiplier", "
                 "logits_scaling")
 
 
-def replace(model) -> bool:
-    """Put the whole-logits head in front of TRL's fused one on ``model`` (the model TRL patched).
-    False, and nothing changed, for a head this does not cover (scaled or capped logits, router logits)."""
+def replace(trainer) -> bool:
+    """On a CPU, put the whole-logits head in front of TRL's fused one, on the model TRL patched (the
+    base model under a LoRA wrapper). False, and nothing changed, on a GPU or for a head this does not
+    cover (scaled or capped logits, router logits)."""
+    from accelerate.utils import is_peft_model
+
+    model = trainer.model.get_base_model() if is_peft_model(trainer.model) else trainer.model
     config = model.config.get_text_config()
-    if any(getattr(config, name, None) is not None for name in _SCALED_HEAD) or hasattr(
-            config, "output_router_logits"):
+    if next(model.parameters()).device.type != "cpu" or hasattr(config, "output_router_logits") or any(
+            getattr(config, name, None) is not None for name in _SCALED_HEAD):
         return False
     model.forward = types.MethodType(_forward(model.forward), model)
     return True

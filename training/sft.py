@@ -94,7 +94,6 @@ def make_trainer(recipe, dataset, model, tokenizer, run_dir: Path, parameters: i
     """TRL's SFTTrainer: the recipe's ``sft`` block as it is, plus what the run and the LIMA format decide."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
-    from accelerate.utils import is_peft_model
 
     device = "cuda" if next(model.parameters()).is_cuda else "cpu"
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -118,8 +117,7 @@ def make_trainer(recipe, dataset, model, tokenizer, run_dir: Path, parameters: i
         train_dataset=Dataset.from_list([{"messages": e.as_openai()} for e in dataset.examples]),
         peft_config=common.lora_config(recipe, eot_id) if recipe.lima.lora.enabled else None,
         callbacks=callbacks)
-    if device == "cpu":  # TRL's chunked head is made for a GPU's memory; on a CPU it is 40% of a step
-        cpu_head.replace(trainer.model.get_base_model() if is_peft_model(trainer.model) else trainer.model)
+    cpu_head.replace(trainer)  # TRL's chunked head is made for a GPU's memory; on a CPU it is 40% of a step
     return trainer
 
 
