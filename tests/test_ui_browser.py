@@ -181,9 +181,17 @@ def test_chat_stream_rate_reload(app, page):
     page.keyboard.press("Shift+Enter")
     page.keyboard.type("soft, please")
     assert box.input_value() == "how do i boil an egg?\nsoft, please"
+    # Every length the reply shows is recorded in the page as it changes, and polled from here too:
+    # on a busy machine the polls alone can miss the whole stream. The observer watches the body,
+    # not the chat, so a chat element the page re-creates cannot leave it watching nothing.
+    bots = "#chatbot .message-row.bot-row, #chatbot [data-testid='bot']"
+    page.evaluate("""bots => { window.replyLengths = [];
+        new MutationObserver(() => { const shown = document.querySelectorAll(bots);
+            if (shown.length) window.replyLengths.push(shown[shown.length - 1].innerText.length); })
+            .observe(document.body, {childList: true, subtree: true, characterData: true}); }""", bots)
     page.keyboard.press("Enter")
 
-    bot = page.locator("#chatbot .message-row.bot-row, #chatbot [data-testid='bot']").last
+    bot = page.locator(bots).last
     seen = set()
 
     def finished():
@@ -199,7 +207,10 @@ def test_chat_stream_rate_reload(app, page):
     # Markdown may hide a few characters of this tiny model's random text; the rest must match.
     wait_until(lambda: len(letters(bot.inner_text())) >= 0.8 * len(letters(turn["content"])) > 0, 20,
                what="the saved reply on screen")
-    assert len([n for n in seen if n > 0]) >= 2, f"the reply did not stream: lengths seen {sorted(seen)}"
+    recorded = page.evaluate("window.replyLengths")
+    seen |= set(recorded)
+    assert len([n for n in seen if n > 0]) >= 2, \
+        f"the reply did not stream: lengths seen {sorted(seen)}, recorded in the page {recorded[:50]}"
 
     # the three labels are on screen under the reply, with the paper's definitions on hover
     page.mouse.move(0, 0)  # nothing hovered: the buttons must show anyway
