@@ -53,6 +53,20 @@ def test_float_weights_give_transformers_logits(tiny, compiled):
     assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
 
 
+@pytest.mark.parametrize("length", [63, 64, 200])  # shorter than the cache's first capacity, equal, longer
+@torch.inference_mode()
+def test_a_long_prompt_gives_transformers_logits(tiny, length):
+    """A prompt attends causally without a mask at any length, whatever the cache holds beyond it."""
+    model, _ = tiny
+    prompt = [(7 * i) % 300 + 4 for i in range(length)]
+    decoder = fast_llama.FastLlama(model, quantize="none", compile=False)
+    expected = model(torch.tensor([prompt])).logits[0]
+    assert torch.allclose(decoder.logits(prompt), expected, atol=1e-4)
+    ours = lean_logits(decoder, prompt, [5, 6])
+    expected = model(torch.tensor([prompt + [5, 6]])).logits[0, length - 1:]
+    assert torch.allclose(torch.cat(ours), expected, atol=1e-4), (torch.cat(ours) - expected).abs().max()
+
+
 @pytest.mark.parametrize("fmt, share", [("fp16", 0.001), ("int8", 0.01)])
 @torch.inference_mode()
 def test_compact_weights_keep_the_logits_close(tiny, fmt, share):

@@ -43,13 +43,16 @@ def test_int8_rounds_each_row_to_127_steps_of_its_own_scale():
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "int8"])
-def test_batch_rows_are_computed_independently(fmt):
+@pytest.mark.parametrize("rows", [7, 33, 300])  # a decode batch; prompts (the long-input path)
+def test_batch_rows_are_computed_independently(fmt, rows):
     """A row's result does not depend on the other rows of the batch (continuous batching mixes
-    requests; each reply must be what it would be alone)."""
-    torch.manual_seed(0)
-    packed = weight_formats.pack(torch.randn(200, 96), fmt)
-    x = torch.randn(7, 96)
-    alone = torch.cat([weight_formats.linear(x[i:i + 1], packed) for i in range(7)])
+    requests; each reply must be what it would be alone), and a prompt's rows get, to the bit, the
+    sums a decode step makes for them: a token's keys and values are the same whether the prompt
+    or a decode step wrote them."""
+    torch.manual_seed(rows)
+    packed = weight_formats.pack(torch.randn(200, 576), fmt)  # the embedded model's width
+    x = torch.randn(rows, 576)
+    alone = torch.cat([weight_formats.linear(x[i:i + 1], packed) for i in range(rows)])
     assert torch.equal(weight_formats.linear(x, packed), alone)
 
 

@@ -8,8 +8,8 @@
 // whole matrix first; inductor's generated GEMV converts each weight once per batch row. Here each
 // weight is loaded and converted once per step and used for every row of the batch (tiles of MB
 // rows x NB blocks of 16 outputs), so decoding reads half (float16) or a quarter (int8) of
-// float32's bytes and does float32's arithmetic. Long inputs (prefill) convert the layer once and
-// use the float32 GEMM.
+// float32's bytes and does float32's arithmetic. Long inputs (prefill) go through the same tiles,
+// task by task over the outputs (``gemm``), at this machine's float32 peak without a float32 copy.
 
 #include <algorithm>
 
@@ -23,7 +23,7 @@
 
 namespace {
 
-constexpr int64_t kGemmRows = 32;  // above this many input rows, de-quantize and use the GEMM
+constexpr int64_t kGemmRows = 32;  // above this many input rows (prefill), loop over rows inside each task
 
 #if defined(__AVX512F__)
 constexpr int64_t kLanes = 16;
@@ -162,13 +162,46 @@ void check_input(const char* op, const at::Tensor& x, const at::Tensor& weight, 
               " outputs do not fit ", weight.size(0), " blocks of 16");
 }
 
-// Long inputs (prefill): the layer as a float32 (K, N) matrix once, then the float32 GEMM.
-at::Tensor gemm(const at::Tensor& x2, const at::Tensor& weight, const at::Tensor* scale, int64_t N) {
-  const int64_t K = weight.size(1);
-  auto w = weight.to(at::kFloat).permute({1, 0, 2}).reshape({K, weight.size(0) * kBlock});
-  if (scale) w.mul_(scale->reshape({1, -1}));
-  auto y = at::mm(x2, w);
-  return N == y.size(1) ? y : y.narrow(1, 0, N).contiguous();
+// MB rows (1 to 8) against NB blocks: the tile shape chosen at run time for the rows left over.
+template <int NB, typename W>
+void tile_rest(int64_t MB, const float* x, int64_t K, const W* w, const float* scale, float* y, int64_t N, int64_t m0,
+               int64_t b0) {
+  switch (MB) {
+    case 8: tile<8, NB>(x, K, w, scale, y, N, m0, b0); break;
+    case 7: tile<7, NB>(x, K, w, scale, y, N, m0, b0); break;
+    case 6: tile<6, NB>(x, K, w, scale, y, N, m0, b0); break;
+    case 5: tile<5, NB>(x, K, w, scale, y, N, m0, b0); break;
+    case 4: tile<4, NB>(x, K, w, scale, y, N, m0, b0); break;
+    case 3: tile<3, NB>(x, K, w, scale, y, N, m0, b0); break;
+    case 2: tile<2, NB>(x, K, w, scale, y, N, m0, b0); break;
+    case 1: tile<1, NB>(x, K, w, scale, y, N, m0, b0); break;
+    default: break;
+  }
+}
+
+// Long inputs (prefill): each task takes two blocks (32 outputs) and runs every row through them
+// 8 at a time, so its 2 x K x 16 weights are read from memory once and stay in cache while the
+// rows stream past. The same tiles as decoding, so each row's sums are the very sums a decode
+// step makes for it; no float32 copy of the layer (the path before this converted the layer to
+// float32 per request and called torch's float32 GEMM: 472 against ~390 ms for the linears of a
+// 300-token prompt on the embedded model here).
+template <typename W>
+void gemm(const float* x, int64_t M, int64_t K, const W* w, const float* scale, float* y, int64_t N) {
+  constexpr int NB = 2;
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  const int64_t tasks = (blocks + NB - 1) / NB;
+  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b0 = t * NB;
+      for (int64_t m = 0; m < M; m += 8) {
+        if (b0 + NB <= blocks) {
+          tile_rest<NB>(std::min<int64_t>(8, M - m), x, K, w, scale, y, N, m, b0);
+        } else {
+          for (int64_t b = b0; b < blocks; ++b) tile_rest<1>(std::min<int64_t>(8, M - m), x, K, w, scale, y, N, m, b);
+        }
+      }
+    }
+  });
 }
 
 template <typename W>
@@ -180,11 +213,10 @@ at::Tensor blocked_linear(const char* op, const at::Tensor& x, const at::Tensor&
   sizes.back() = N;
   const auto x2 = x.reshape({-1, K}).contiguous();
   const int64_t M = x2.size(0);
-  if (M > kGemmRows) return gemm(x2, weight, scale, N).view(sizes);
   auto y = at::empty({M, N}, x.options());
   const auto w = weight.contiguous();
-  gemv<W>(x2.data_ptr<float>(), M, K, w.data_ptr<W>(), scale ? scale->data_ptr<float>() : nullptr,
-          y.data_ptr<float>(), N);
+  (M > kGemmRows ? gemm<W> : gemv<W>)(x2.data_ptr<float>(), M, K, w.data_ptr<W>(),
+                                      scale ? scale->data_ptr<float>() : nullptr, y.data_ptr<float>(), N);
   return y.view(sizes);
 }
 
