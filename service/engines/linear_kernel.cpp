@@ -1,6 +1,7 @@
 // Linear layers with compact weights for CPU decoding: y = x @ W^T with float32 activations and
 // float32 arithmetic, W stored as float16 (fp16_linear) or as int8 with one scale per output row
-// (int8_linear). Built and loaded by weight_formats.py.
+// (int8_linear); prompts (more than kGemmRows rows) in bfloat16 pairs where the CPU has them
+// (gemm_bf16). Built and loaded by weight_formats.py.
 //
 // Why not torch's own kernels: fbgemm's int8 linear also quantizes the activations (one 7-bit
 // scale per tensor), which moved this product's 135M model's perplexity by +325%;
@@ -9,9 +10,11 @@
 // weight is loaded and converted once per step and used for every row of the batch (tiles of MB
 // rows x NB blocks of 16 outputs), so decoding reads half (float16) or a quarter (int8) of
 // float32's bytes and does float32's arithmetic. Long inputs (prefill) go through the same tiles,
-// task by task over the outputs (``gemm``), at this machine's float32 peak without a float32 copy.
+// task by task over the outputs (``gemm``), at this machine's float32 peak without a float32 copy,
+// or where the CPU has AVX512-BF16 through bfloat16 pairs at twice that (``gemm_bf16``).
 
 #include <algorithm>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -210,6 +213,101 @@ void gemm(const float* x, int64_t M, int64_t K, const W* w, const float* scale, 
   });
 }
 
+#if defined(__AVX512BF16__)
+// Long inputs in bfloat16 products (``gemm_bf16``): the inputs and the weights are rounded to
+// bfloat16 and multiplied in pairs with float32 sums (VDPBF16PS: 32 products an instruction where
+// an FMA makes 16), so a prompt's linears take about half as long as float32's at the same peak.
+// What the rounding costs was measured before it became the prompt path: the embedded model's
+// perplexity on the project's chains moved by -0.005% (float16 weights in float32: +0.02%), and
+// bench/serve.py's greedy rows say whether replies stay float32's. Decoding keeps float32
+// products (a step is bound by reading the weights, not by arithmetic).
+//
+// Weights of a task's blocks are converted once per call into pairs of input columns: for
+// columns 2p and 2p+1, the 16 outputs' two weights side by side ([K/2][16][2] bfloat16 per block,
+// one 64-byte vector per pair), the layout VDPBF16PS multiplies against one broadcast pair of inputs.
+template <typename W>
+void to_pairs(const W* block, int64_t K, __m512i* out) {
+  // interleave the 16 weights of column 2p (low half) with column 2p+1's (high half)
+  const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                         6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  for (int64_t p = 0; p < (K + 1) / 2; ++p) {
+    const Vec even = load_w(block + 2 * p * kBlock);
+    const Vec odd = 2 * p + 1 < K ? load_w(block + (2 * p + 1) * kBlock) : zero();
+    out[p] = _mm512_permutexvar_epi16(order, (__m512i)_mm512_cvtne2ps_pbh(odd, even));
+  }
+}
+
+// MB rows of bfloat16 input pairs (``pairs`` per row) against NB converted blocks.
+template <int MB, int NB>
+inline void tile_bf16(const uint32_t* x, int64_t pairs, const __m512i* const* block, const float* scale, float* y,
+                      int64_t N, int64_t m0, int64_t b0) {
+  __m512 acc[MB][NB];
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    __m512bh wv[NB];
+    for (int j = 0; j < NB; ++j) wv[j] = (__m512bh)_mm512_load_si512(block[j] + p);
+    for (int i = 0; i < MB; ++i) {
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int>(x[(m0 + i) * pairs + p]));
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+    }
+  }
+  alignas(64) float out[kBlock];
+  for (int j = 0; j < NB; ++j) {
+    const int64_t n0 = (b0 + j) * kBlock;
+    const int64_t valid = std::min<int64_t>(kBlock, N - n0);
+    for (int i = 0; i < MB; ++i) {
+      _mm512_store_ps(out, acc[i][j]);
+      float* row = y + (m0 + i) * N + n0;
+      for (int64_t l = 0; l < valid; ++l) row[l] = scale ? out[l] * scale[n0 + l] : out[l];
+    }
+  }
+}
+
+template <int NB>
+void tile_bf16_rest(int64_t MB, const uint32_t* x, int64_t pairs, const __m512i* const* block, const float* scale,
+                    float* y, int64_t N, int64_t m0, int64_t b0) {
+  switch (MB) {
+    case 8: tile_bf16<8, NB>(x, pairs, block, scale, y, N, m0, b0); break;
+    case 7: tile_bf16<7, NB>(x, pairs, block, scale, y, N, m0, b0); break;
+    case 6: tile_bf16<6, NB>(x, pairs, block, scale, y, N, m0, b0); break;
+    case 5: tile_bf16<5, NB>(x, pairs, block, scale, y, N, m0, b0); break;
+    case 4: tile_bf16<4, NB>(x, pairs, block, scale, y, N, m0, b0); break;
+    case 3: tile_bf16<3, NB>(x, pairs, block, scale, y, N, m0, b0); break;
+    case 2: tile_bf16<2, NB>(x, pairs, block, scale, y, N, m0, b0); break;
+    case 1: tile_bf16<1, NB>(x, pairs, block, scale, y, N, m0, b0); break;
+    default: break;
+  }
+}
+
+// As ``gemm``, each task two blocks through every row, in bfloat16 products. ``x``: M rows of
+// ``pairs`` bfloat16 pairs (the input rounded, an odd K padded with a zero).
+template <typename W>
+void gemm_bf16(const uint32_t* x, int64_t M, int64_t K, const W* w, const float* scale, float* y, int64_t N) {
+  constexpr int NB = 2;
+  const int64_t pairs = (K + 1) / 2;
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  const int64_t tasks = (blocks + NB - 1) / NB;
+  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<__m512i> converted(NB * pairs);  // (std::vector aligns __m512i to 64 bytes since C++17)
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b0 = t * NB;
+      const int64_t nb = std::min<int64_t>(NB, blocks - b0);
+      const __m512i* block[NB];
+      for (int64_t j = 0; j < nb; ++j) {
+        to_pairs(w + (b0 + j) * K * kBlock, K, converted.data() + j * pairs);
+        block[j] = converted.data() + j * pairs;
+      }
+      for (int64_t m = 0; m < M; m += 8) {
+        const int64_t mb = std::min<int64_t>(8, M - m);
+        if (nb == NB) tile_bf16_rest<NB>(mb, x, pairs, block, scale, y, N, m, b0);
+        else tile_bf16_rest<1>(mb, x, pairs, block, scale, y, N, m, b0);
+      }
+    }
+  });
+}
+#endif
+
 template <typename W>
 at::Tensor blocked_linear(const char* op, const at::Tensor& x, const at::Tensor& weight, const at::Tensor* scale,
                           int64_t N, at::ScalarType type) {
@@ -221,8 +319,17 @@ at::Tensor blocked_linear(const char* op, const at::Tensor& x, const at::Tensor&
   const int64_t M = x2.size(0);
   auto y = at::empty({M, N}, x.options());
   const auto w = weight.contiguous();
-  (M > kGemmRows ? gemm<W> : gemv<W>)(x2.data_ptr<float>(), M, K, w.data_ptr<W>(),
-                                      scale ? scale->data_ptr<float>() : nullptr, y.data_ptr<float>(), N);
+  const float* s = scale ? scale->data_ptr<float>() : nullptr;
+#if defined(__AVX512BF16__)
+  if (M > kGemmRows) {
+    auto xb = at::zeros({M, (K + 1) / 2 * 2}, x.options().dtype(at::kBFloat16));  // rounded to nearest even
+    xb.narrow(1, 0, K).copy_(x2);
+    gemm_bf16<W>(reinterpret_cast<const uint32_t*>(xb.data_ptr<at::BFloat16>()), M, K, w.data_ptr<W>(), s,
+                 y.data_ptr<float>(), N);
+    return y.view(sizes);
+  }
+#endif
+  (M > kGemmRows ? gemm<W> : gemv<W>)(x2.data_ptr<float>(), M, K, w.data_ptr<W>(), s, y.data_ptr<float>(), N);
   return y.view(sizes);
 }
 
