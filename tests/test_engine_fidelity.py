@@ -2,9 +2,8 @@
 float32's perplexity and float32's greedy replies. A faster change that breaks answers fails here.
 
 Tolerances, and why:
-  - perplexity within 2% of float32's (the default measures +0.03% with its prompts in bfloat16
-    pairs, +0.02% in float32 products; the int8 option +0.3%; the old default, torch's dynamic
-    int8, was +325%);
+  - perplexity within 2% of float32's (the default measures +0.02%, the int8 option +0.3%; the
+    old default, torch's dynamic int8, was +325%);
   - greedy replies through the real service equal float32's token for token, up to the first
     step where float32's own two best logits are within 0.01 of each other: there the model is
     undecided and any rounding may pick the other. float16 weights move logits by about 1e-3;

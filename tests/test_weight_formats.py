@@ -1,5 +1,5 @@
-"""The CPU weight formats: float16 or int8 weights, float32 products for decoding and bfloat16 pairs
-for prompts where the CPU has them, for every batch size and shape."""
+"""The CPU weight formats: float16 or int8 weights, float32 products (and bfloat16 pairs for prompts
+when torch's float32 matmul precision allows them), for every batch size and shape."""
 
 import os
 import subprocess
@@ -22,21 +22,41 @@ def kernel():
 PROMPT = 33  # input rows from which the kernel takes the prompt path (linear_kernel.cpp, kGemmRows + 1)
 
 
+@pytest.fixture(params=["highest", "medium"])
+def precision(request):
+    """torch's float32 matmul precision, set for one test: "medium" allows bfloat16 for prompts."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(request.param)
+    yield request.param
+    torch.set_float32_matmul_precision(before)
+
+
+def float32_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """torch's float32 product at "highest" precision, whatever the test has set (at "medium"
+    torch's own CPU matmul may use bfloat16 too)."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        return F.linear(x, weight)
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def expected_products(x: torch.Tensor, packed) -> torch.Tensor:
     """What the kernel computes: float32 products of the inputs and the stored weights, or for a
     prompt where the CPU multiplies bfloat16 pairs, both rounded to bfloat16 first (int8 weights
     are exact in bfloat16, their scale multiplies the sums)."""
     if len(x) < PROMPT or weight_formats.prompt_products() == "float32":
-        return F.linear(x, weight_formats.unpack(packed))
+        return float32_linear(x, weight_formats.unpack(packed))
     stored = packed.blocks.float().transpose(1, 2).reshape(-1, x.shape[1])[:packed.out_features]
-    sums = F.linear(x.bfloat16().float(), stored.bfloat16().float())
+    sums = float32_linear(x.bfloat16().float(), stored.bfloat16().float())
     return sums if packed.scale is None else sums * packed.scale[:packed.out_features]
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "int8"])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 13, 32, 33, 300])  # tiles, remainders, the prompt path
 @pytest.mark.parametrize("k, n", [(64, 96), (72, 7), (576, 960), (577, 40)])  # K not a multiple of 16 (odd); N of the tile
-def test_matches_float_arithmetic_on_the_stored_weights(fmt, rows, k, n):
+def test_matches_float_arithmetic_on_the_stored_weights(fmt, rows, k, n, precision):
     torch.manual_seed(rows + k + n)
     x, weight = torch.randn(rows, k), torch.randn(n, k) * 0.05
     packed = weight_formats.pack(weight, fmt)
@@ -49,16 +69,20 @@ def test_matches_float_arithmetic_on_the_stored_weights(fmt, rows, k, n):
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), (got - expected).abs().max()
 
 
-@pytest.mark.skipif(weight_formats.prompt_products() == "float32", reason="this CPU has no bfloat16 pairs")
-def test_prompts_round_to_bfloat16_and_stay_within_its_precision_of_float32():
-    """The prompt path's rounding is bfloat16's and no more: a prompt's outputs differ from
-    float32 products by about 2^-8 of their size, never by an error in the layout."""
+def test_prompts_take_bfloat16_only_when_torch_allows_it_and_stay_within_its_precision(precision):
+    """float32 products unless torch's matmul precision is "medium" (the default is "highest");
+    then a prompt's outputs differ from float32 products by bfloat16's rounding and no more
+    (about 2^-8 of their size), never by an error in the layout."""
+    if precision == "highest":
+        assert weight_formats.prompt_products() == "float32"
+    elif weight_formats.prompt_products() == "float32":
+        pytest.skip("this CPU has no bfloat16 pairs (AVX512-BF16)")
     torch.manual_seed(0)
     packed = weight_formats.pack(torch.randn(960, 576) * 0.05, "fp16")
     x = torch.randn(300, 576)
-    exact, got = F.linear(x, weight_formats.unpack(packed)), weight_formats.linear(x, packed)
+    exact, got = float32_linear(x, weight_formats.unpack(packed)), weight_formats.linear(x, packed)
     relative = float((got - exact).norm() / exact.norm())
-    assert 1e-4 < relative < 1e-2, relative
+    assert (relative < 1e-5) if precision == "highest" else (1e-4 < relative < 1e-2), relative
 
 
 def test_int8_rounds_each_row_to_127_steps_of_its_own_scale():
@@ -72,7 +96,7 @@ def test_int8_rounds_each_row_to_127_steps_of_its_own_scale():
 
 @pytest.mark.parametrize("fmt", ["fp16", "int8"])
 @pytest.mark.parametrize("rows", [7, 32])  # decode batches, up to the largest
-def test_batch_rows_are_computed_independently(fmt, rows):
+def test_batch_rows_are_computed_independently(fmt, rows, precision):
     """A row's result does not depend on the other rows of the batch (continuous batching mixes
     requests; each reply must be what it would be alone)."""
     torch.manual_seed(rows)
@@ -83,7 +107,7 @@ def test_batch_rows_are_computed_independently(fmt, rows):
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "int8"])
-def test_prompt_rows_are_computed_independently(fmt):
+def test_prompt_rows_are_computed_independently(fmt, precision):
     """A prompt's row does not depend on the rows after it, to the bit: a token's keys and values
     are the same in any prompt that starts with the same tokens."""
     torch.manual_seed(1)
@@ -134,3 +158,31 @@ print("format", weight_format("fp16", "base"))
     assert "format none" in result.stdout
     assert "model 'base' is served with float32 weights" in result.stderr
     assert "could not be built" in result.stderr
+
+
+def test_the_service_multiplies_prompts_in_bfloat16_only_when_asked(tiny_base, tmp_path):
+    """`lima serve --matmul-precision medium` reaches the kernel: a long prompt's first-token log
+    probabilities move by bfloat16's rounding; the default keeps float32 products."""
+    import openai
+
+    from tests.helpers.server import serving
+
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        if weight_formats.prompt_products() == "float32":
+            pytest.skip("this CPU has no bfloat16 pairs (AVX512-BF16)")
+    finally:
+        torch.set_float32_matmul_precision(before)
+    messages = [{"role": "user", "content": " ".join(f"word{i}" for i in range(80))}]  # well over 32 tokens
+    found = {}
+    for precision in ("highest", "medium", None):
+        flags = ["--matmul-precision", precision] if precision else []
+        with serving(["--no-registry", "--model", f"base={tiny_base}", *flags], tmp_path / f"{precision}.log") as base:
+            reply = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0).chat.completions.create(
+                model="base", messages=messages, max_tokens=1, temperature=0, logprobs=True, top_logprobs=5)
+            found[precision] = [(t.token, t.logprob) for t in reply.choices[0].logprobs.content[0].top_logprobs]
+    assert found[None] == found["highest"]  # the default is float32 products
+    exact, rounded = dict(found["highest"]), dict(found["medium"])
+    moved = [abs(exact[t] - rounded[t]) for t in exact.keys() & rounded.keys()]
+    assert moved and 0 < max(moved) < 0.1, (found["highest"], found["medium"])

@@ -1,7 +1,7 @@
 // Linear layers with compact weights for CPU decoding: y = x @ W^T with float32 activations and
 // float32 arithmetic, W stored as float16 (fp16_linear) or as int8 with one scale per output row
-// (int8_linear); prompts (more than kGemmRows rows) in bfloat16 pairs where the CPU has them
-// (gemm_bf16). Built and loaded by weight_formats.py.
+// (int8_linear); prompts (more than kGemmRows rows) in bfloat16 pairs when torch's float32 matmul
+// precision allows it and the CPU has them (gemm_bf16). Built and loaded by weight_formats.py.
 //
 // Why not torch's own kernels: fbgemm's int8 linear also quantizes the activations (one 7-bit
 // scale per tensor), which moved this product's 135M model's perplexity by +325%;
@@ -11,7 +11,7 @@
 // rows x NB blocks of 16 outputs), so decoding reads half (float16) or a quarter (int8) of
 // float32's bytes and does float32's arithmetic. Long inputs (prefill) go through the same tiles,
 // task by task over the outputs (``gemm``), at this machine's float32 peak without a float32 copy,
-// or where the CPU has AVX512-BF16 through bfloat16 pairs at twice that (``gemm_bf16``).
+// or, opted in, through bfloat16 pairs at twice that (``gemm_bf16``).
 
 #include <algorithm>
 #include <vector>
@@ -217,10 +217,12 @@ void gemm(const float* x, int64_t M, int64_t K, const W* w, const float* scale, 
 // Long inputs in bfloat16 products (``gemm_bf16``): the inputs and the weights are rounded to
 // bfloat16 and multiplied in pairs with float32 sums (VDPBF16PS: 32 products an instruction where
 // an FMA makes 16), so a prompt's linears take about half as long as float32's at the same peak.
-// What the rounding costs was measured before it became the prompt path: the embedded model's
-// perplexity on the project's chains moved by -0.005% (float16 weights in float32: +0.02%), and
-// bench/serve.py's greedy rows say whether replies stay float32's. Decoding keeps float32
-// products (a step is bound by reading the weights, not by arithmetic).
+// Only when torch's float32 matmul precision says bfloat16 may be used
+// (``torch.set_float32_matmul_precision("medium")``, ``lima serve --matmul-precision medium``):
+// the rounding moves the embedded model's logits about 10x further than float16 weights do, and
+// its top token changes at 35 of 8,929 positions of the project's chains where float32 decides
+// by 0.01 or more (float32 products: 0; llama.cpp F16: 0), though perplexity moves only +0.028%.
+// Decoding keeps float32 products (a step is bound by reading the weights, not by arithmetic).
 //
 // Weights of a task's blocks are converted once per call into pairs of input columns: for
 // columns 2p and 2p+1, the 16 outputs' two weights side by side ([K/2][16][2] bfloat16 per block,
@@ -321,7 +323,8 @@ at::Tensor blocked_linear(const char* op, const at::Tensor& x, const at::Tensor&
   const auto w = weight.contiguous();
   const float* s = scale ? scale->data_ptr<float>() : nullptr;
 #if defined(__AVX512BF16__)
-  if (M > kGemmRows) {
+  if (M > kGemmRows && at::globalContext().float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL) ==
+                           at::Float32Precision::BF16) {
     auto xb = at::zeros({M, (K + 1) / 2 * 2}, x.options().dtype(at::kBFloat16));  // rounded to nearest even
     xb.narrow(1, 0, K).copy_(x2);
     gemm_bf16<W>(reinterpret_cast<const uint32_t*>(xb.data_ptr<at::BFloat16>()), M, K, w.data_ptr<W>(), s,

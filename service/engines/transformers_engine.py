@@ -2,8 +2,8 @@
 
 On a CPU weights are stored as float16 (``weight_formats``: decoding a small model is bound by
 reading the weights once per token; float16 reads half of float32's bytes while activations and
-decoding's arithmetic stay float32, so answers stay float32's; prompts multiply in bfloat16 pairs
-where the CPU has them; ``--quantize int8`` reads a quarter and
+arithmetic stay float32, so answers stay float32's (``--matmul-precision medium`` lets prompts
+multiply in bfloat16 pairs, faster and not float32's answers); ``--quantize int8`` reads a quarter and
 changes answers at near-ties; ``--quantize none`` serves float32) and Llama-family models decode
 through the lean compiled decoder of ``fast_llama`` (``--cpu-decoder lean``, the default); other
 architectures, or ``--cpu-decoder forward``, run transformers' ``forward`` with the same linears. On a GPU models load in

@@ -2,10 +2,13 @@
 
 Decoding a small model on a CPU is bound by reading every weight once per token, so smaller
 weights decode faster. Only the weights are stored smaller; activations and decoding's arithmetic
-stay float32 (``linear_kernel.cpp``). A prompt (more than 32 rows at once) is bound by arithmetic
-instead: where the CPU has AVX512-BF16 its inputs and weights are rounded to bfloat16 and
-multiplied in pairs with float32 sums, twice float32's rate (``prompt_products``); the rounding
-moved the embedded model's perplexity from +0.019% to +0.028% and kept its greedy replies. Measured on the embedded model (``bench/serve.py``, 50 greedy
+stay stay float32 (``linear_kernel.cpp``). A prompt (more than 32 rows at once) is bound by arithmetic
+instead: with ``torch.set_float32_matmul_precision("medium")`` (torch's own switch for float32
+matmuls in bfloat16; ``lima serve --matmul-precision medium``) and a CPU with AVX512-BF16, its
+inputs and weights are rounded to bfloat16 and multiplied in pairs with float32 sums, twice
+float32's rate (``prompt_products``). Off by default: perplexity moves only +0.028%, but the top
+token changes at near-ties float32 decides (35 of 8,929 positions of the chains at margins of
+0.01 or more, against 0 for float32 products). Measured on the embedded model (``bench/serve.py``, 50 greedy
 replies of 48 tokens against float32's, perplexity on the project's chains):
 
   fp16  half float32's bytes; perplexity +0.02%, 97% of float32's greedy text repeated, 48 of
@@ -73,9 +76,11 @@ def _flags() -> list[str]:
 
 
 def prompt_products() -> str:
-    """How the kernel multiplies a prompt's rows (inputs of more than 32 rows): "bfloat16" pairs
-    where the CPU has them (AVX512-BF16), else "float32" as for decoding."""
-    return "bfloat16" if "-mavx512bf16" in _flags() else "float32"
+    """How the kernel multiplies a prompt's rows (inputs of more than 32 rows) now: "bfloat16"
+    pairs when torch's float32 matmul precision allows bfloat16 and the CPU has them
+    (AVX512-BF16), else "float32" as for decoding."""
+    allowed = torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+    return "bfloat16" if allowed and "-mavx512bf16" in _flags() else "float32"
 
 
 def _build() -> str | None:
