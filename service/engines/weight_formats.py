@@ -2,7 +2,7 @@
 
 Decoding a small model on a CPU is bound by reading every weight once per token, so smaller
 weights decode faster. Only the weights are stored smaller; activations and decoding's arithmetic
-stay stay float32 (``linear_kernel.cpp``). A prompt (more than 32 rows at once) is bound by arithmetic
+stay float32 (``linear_kernel.cpp``). A prompt (more than 32 rows at once) is bound by arithmetic
 instead: with ``torch.set_float32_matmul_precision("medium")`` (torch's own switch for float32
 matmuls in bfloat16; ``lima serve --matmul-precision medium``) and a CPU with AVX512-BF16, its
 inputs and weights are rounded to bfloat16 and multiplied in pairs with float32 sums, twice
