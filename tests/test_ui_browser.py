@@ -1,5 +1,6 @@
 """The workbench in a real browser: chat, stream, rate, reload, retrain, against the real app."""
 
+import json
 import time
 
 import pytest
@@ -251,31 +252,45 @@ def test_chat_stream_rate_reload(app, page):
     assert [r["label"] for r in history] == ["Pass", "Excellent"] and {r["rater"] for r in history} == {"tester"}
     page.locator("#chatbot").screenshot(path=str(home / "rated.png"))
 
-    # The same for rewrites (the pencil): a second rewrite made while the first is on its way.
+    # The same for rewrites (the pencil): a second rewrite made while the first is on its way. Both
+    # requests are held in the page (the second names the first as the text it replaces), the first
+    # goes and is logged, then the second: it must have been sent, and be kept after the first.
     def rewrite(text):
         page.locator("#chatbot .bot-row, #chatbot [data-testid='bot']").last.hover()
         page.locator("#chatbot").get_by_role("button", name="Edit").last.click()
         page.locator("#chatbot textarea").last.fill(text)
         page.locator("#chatbot").get_by_role("button", name="Submit").last.click()
 
-    def hold_first(route):
-        if "Peel it after a minute in cold water." in (route.request.post_data or ""):
+    def edit_of(route):
+        return (json.loads(route.request.post_data or "{}").get("event_data") or {}).get("value")
+
+    def hold_rewrites(route):  # only the rewrites (the page's timers use the same queue)
+        if "previous_value" in ((json.loads(route.request.post_data or "{}").get("event_data")) or {}):
             held.append(route)
         else:
             route.continue_()
 
-    held.clear()
-    page.route("**/queue/join*", hold_first)
-    rewrite("Peel it after a minute in cold water.")
-    first = wait_until(lambda: page.wait_for_timeout(50) or list(held), 20, 0, what="the first rewrite's request")
-    rewrite("Boil it for six minutes, then cool it.")  # while the first is still on its way
-    for route in first:
-        route.continue_()
-    page.unroute("**/queue/join*")
+    def held_with(text):
+        page.wait_for_timeout(50)  # lets the page and the route handler run
+        return [r for r in held if edit_of(r) == text]
+
+    peel, boil = "Peel it after a minute in cold water.", "Boil it for six minutes, then cool it."
     texts = lambda: [w["content"] for w in db_of(home)["rewrites"].rows_where("turn_id = ?", [turn["id"]],  # noqa: E731
                                                                              order_by="id")]
+    held.clear()
+    page.route("**/queue/join*", hold_rewrites)
+    rewrite(peel)
+    first = wait_until(lambda: held_with(peel), 20, 0, what="the first rewrite's request")
+    rewrite(boil)  # while the first is still on its way
+    second = wait_until(lambda: held_with(boil), 10, 0, what="the second rewrite's request")
+    for route in first:
+        route.continue_()
+    wait_until(lambda: texts() == [peel], 20, what="the first rewrite in the log")
+    for route in second:
+        route.continue_()
+    page.unroute("**/queue/join*")
     wait_until(lambda: len(texts()) >= 2, 20, what="both rewrites in the log")
-    assert texts() == ["Peel it after a minute in cold water.", "Boil it for six minutes, then cool it."]
+    assert texts() == [peel, boil]
 
     page.reload()
     page.locator("#chatbot").get_by_text("how do i boil an egg?").wait_for(timeout=20000)
