@@ -14,6 +14,7 @@
 // or, opted in, through bfloat16 pairs at twice that (``gemm_bf16``).
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -88,6 +89,30 @@ inline void store(float* p, Vec v) {
 #endif
 }
 
+// One row's 16 finished sums of the block starting at output n0 into y (times the int8 scale),
+// the padding outputs past N left out.
+inline void write_block(const float* out, const float* scale, float* row, int64_t n0, int64_t N) {
+  const int64_t valid = std::min<int64_t>(kBlock, N - n0);
+  for (int64_t l = 0; l < valid; ++l) row[l] = scale ? out[l] * scale[n0 + l] : out[l];
+}
+
+// Calls f(std::integral_constant<int, MB>) for MB (1 to 8) known at run time only: the tile
+// shape for the rows left over.
+template <typename F>
+inline void with_rows(int64_t MB, F&& f) {
+  switch (MB) {
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    case 7: f(std::integral_constant<int, 7>{}); break;
+    case 6: f(std::integral_constant<int, 6>{}); break;
+    case 5: f(std::integral_constant<int, 5>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    default: break;
+  }
+}
+
 // MB rows of x against NB blocks (NB x 16 outputs) starting at block b0: MB x NB x kVecs
 // accumulators stay in registers, each weight is loaded and converted once for the MB rows.
 template <int MB, int NB, typename W>
@@ -115,15 +140,11 @@ inline void tile(const float* x, int64_t K, const W* w, const float* scale, floa
     }
   }
   alignas(64) float out[kBlock];
-  for (int j = 0; j < NB; ++j) {
-    const int64_t n0 = (b0 + j) * kBlock;
-    const int64_t valid = std::min<int64_t>(kBlock, N - n0);
+  for (int j = 0; j < NB; ++j)
     for (int i = 0; i < MB; ++i) {
       for (int v = 0; v < kVecs; ++v) store(out + v * kLanes, acc[i][j][v]);
-      float* row = y + (m0 + i) * N + n0;
-      for (int64_t l = 0; l < valid; ++l) row[l] = scale ? out[l] * scale[n0 + l] : out[l];
+      write_block(out, scale, y + (m0 + i) * N + (b0 + j) * kBlock, (b0 + j) * kBlock, N);
     }
-  }
 }
 
 // MB rows against every block, NB blocks per task; the last task takes what is left one by one.
@@ -148,18 +169,11 @@ template <typename W>
 void gemv(const float* x, int64_t M, int64_t K, const W* w, const float* scale, float* y, int64_t N) {
   // one row: 8 blocks (8 independent sums in flight, 8 contiguous streams); more rows share each
   // loaded weight, so fewer blocks keep the accumulators within the 32 vector registers
-  int64_t m = 0;
-  for (; m + 8 <= M; m += 8) rows<8, 2>(x, m, K, w, scale, y, N);
-  switch (M - m) {
-    case 7: rows<7, 2>(x, m, K, w, scale, y, N); break;
-    case 6: rows<6, 2>(x, m, K, w, scale, y, N); break;
-    case 5: rows<5, 2>(x, m, K, w, scale, y, N); break;
-    case 4: rows<4, 4>(x, m, K, w, scale, y, N); break;
-    case 3: rows<3, 4>(x, m, K, w, scale, y, N); break;
-    case 2: rows<2, 4>(x, m, K, w, scale, y, N); break;
-    case 1: rows<1, 8>(x, m, K, w, scale, y, N); break;
-    default: break;
-  }
+  for (int64_t m = 0; m < M; m += 8)
+    with_rows(std::min<int64_t>(8, M - m), [&](auto mb) {
+      constexpr int MB = decltype(mb)::value;
+      rows<MB, MB == 1 ? 8 : MB <= 4 ? 4 : 2>(x, m, K, w, scale, y, N);
+    });
 }
 
 void check_input(const char* op, const at::Tensor& x, const at::Tensor& weight, at::ScalarType type, int64_t N) {
@@ -169,23 +183,6 @@ void check_input(const char* op, const at::Tensor& x, const at::Tensor& weight, 
   TORCH_CHECK(weight.size(1) == x.size(-1), op, ": weight has ", weight.size(1), " columns, input has ", x.size(-1));
   TORCH_CHECK(N > 0 && N <= weight.size(0) * kBlock && N > (weight.size(0) - 1) * kBlock, op, ": ", N,
               " outputs do not fit ", weight.size(0), " blocks of 16");
-}
-
-// MB rows (1 to 8) against NB blocks: the tile shape chosen at run time for the rows left over.
-template <int NB, typename W>
-void tile_rest(int64_t MB, const float* x, int64_t K, const W* w, const float* scale, float* y, int64_t N, int64_t m0,
-               int64_t b0) {
-  switch (MB) {
-    case 8: tile<8, NB>(x, K, w, scale, y, N, m0, b0); break;
-    case 7: tile<7, NB>(x, K, w, scale, y, N, m0, b0); break;
-    case 6: tile<6, NB>(x, K, w, scale, y, N, m0, b0); break;
-    case 5: tile<5, NB>(x, K, w, scale, y, N, m0, b0); break;
-    case 4: tile<4, NB>(x, K, w, scale, y, N, m0, b0); break;
-    case 3: tile<3, NB>(x, K, w, scale, y, N, m0, b0); break;
-    case 2: tile<2, NB>(x, K, w, scale, y, N, m0, b0); break;
-    case 1: tile<1, NB>(x, K, w, scale, y, N, m0, b0); break;
-    default: break;
-  }
 }
 
 // Long inputs (prefill): each task takes two blocks (32 outputs) and runs every row through them
@@ -202,13 +199,15 @@ void gemm(const float* x, int64_t M, int64_t K, const W* w, const float* scale, 
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b0 = t * NB;
-      for (int64_t m = 0; m < M; m += 8) {
-        if (b0 + NB <= blocks) {
-          tile_rest<NB>(std::min<int64_t>(8, M - m), x, K, w, scale, y, N, m, b0);
-        } else {
-          for (int64_t b = b0; b < blocks; ++b) tile_rest<1>(std::min<int64_t>(8, M - m), x, K, w, scale, y, N, m, b);
-        }
-      }
+      for (int64_t m = 0; m < M; m += 8)
+        with_rows(std::min<int64_t>(8, M - m), [&](auto mb) {
+          constexpr int MB = decltype(mb)::value;
+          if (b0 + NB <= blocks) {
+            tile<MB, NB>(x, K, w, scale, y, N, m, b0);
+          } else {
+            for (int64_t b = b0; b < blocks; ++b) tile<MB, 1>(x, K, w, scale, y, N, m, b);
+          }
+        });
     }
   });
 }
@@ -255,31 +254,11 @@ inline void tile_bf16(const uint32_t* x, int64_t pairs, const __m512i* const* bl
     }
   }
   alignas(64) float out[kBlock];
-  for (int j = 0; j < NB; ++j) {
-    const int64_t n0 = (b0 + j) * kBlock;
-    const int64_t valid = std::min<int64_t>(kBlock, N - n0);
+  for (int j = 0; j < NB; ++j)
     for (int i = 0; i < MB; ++i) {
       _mm512_store_ps(out, acc[i][j]);
-      float* row = y + (m0 + i) * N + n0;
-      for (int64_t l = 0; l < valid; ++l) row[l] = scale ? out[l] * scale[n0 + l] : out[l];
+      write_block(out, scale, y + (m0 + i) * N + (b0 + j) * kBlock, (b0 + j) * kBlock, N);
     }
-  }
-}
-
-template <int NB>
-void tile_bf16_rest(int64_t MB, const uint32_t* x, int64_t pairs, const __m512i* const* block, const float* scale,
-                    float* y, int64_t N, int64_t m0, int64_t b0) {
-  switch (MB) {
-    case 8: tile_bf16<8, NB>(x, pairs, block, scale, y, N, m0, b0); break;
-    case 7: tile_bf16<7, NB>(x, pairs, block, scale, y, N, m0, b0); break;
-    case 6: tile_bf16<6, NB>(x, pairs, block, scale, y, N, m0, b0); break;
-    case 5: tile_bf16<5, NB>(x, pairs, block, scale, y, N, m0, b0); break;
-    case 4: tile_bf16<4, NB>(x, pairs, block, scale, y, N, m0, b0); break;
-    case 3: tile_bf16<3, NB>(x, pairs, block, scale, y, N, m0, b0); break;
-    case 2: tile_bf16<2, NB>(x, pairs, block, scale, y, N, m0, b0); break;
-    case 1: tile_bf16<1, NB>(x, pairs, block, scale, y, N, m0, b0); break;
-    default: break;
-  }
 }
 
 // As ``gemm``, each task two blocks through every row, in bfloat16 products. ``x``: M rows of
@@ -300,11 +279,12 @@ void gemm_bf16(const uint32_t* x, int64_t M, int64_t K, const W* w, const float*
         to_pairs(w + (b0 + j) * K * kBlock, K, converted.data() + j * pairs);
         block[j] = converted.data() + j * pairs;
       }
-      for (int64_t m = 0; m < M; m += 8) {
-        const int64_t mb = std::min<int64_t>(8, M - m);
-        if (nb == NB) tile_bf16_rest<NB>(mb, x, pairs, block, scale, y, N, m, b0);
-        else tile_bf16_rest<1>(mb, x, pairs, block, scale, y, N, m, b0);
-      }
+      for (int64_t m = 0; m < M; m += 8)
+        with_rows(std::min<int64_t>(8, M - m), [&](auto mb) {
+          constexpr int MB = decltype(mb)::value;
+          if (nb == NB) tile_bf16<MB, NB>(x, pairs, block, scale, y, N, m, b0);
+          else tile_bf16<MB, 1>(x, pairs, block, scale, y, N, m, b0);
+        });
     }
   });
 }

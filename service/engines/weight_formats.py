@@ -7,9 +7,11 @@ instead: with ``torch.set_float32_matmul_precision("medium")`` (torch's own swit
 matmuls in bfloat16; ``lima serve --matmul-precision medium``) and a CPU with AVX512-BF16, its
 inputs and weights are rounded to bfloat16 and multiplied in pairs with float32 sums, twice
 float32's rate (``prompt_products``). Off by default: perplexity moves only +0.028%, but the top
-token changes at near-ties float32 decides (35 of 8,929 positions of the chains at margins of
-0.01 or more, against 0 for float32 products). Measured on the embedded model (``bench/serve.py``, 50 greedy
-replies of 48 tokens against float32's, perplexity on the project's chains):
+token changes where float32 decides (35 of 8,929 positions of the chains at margins of 0.01 or
+more, against 0 for float32 products).
+
+Measured on the embedded model (``bench/serve.py``, 50 greedy replies of 48 tokens against
+float32's, perplexity on the project's chains):
 
   fp16  half float32's bytes; perplexity +0.02%, 97% of float32's greedy text repeated, 48 of
         50 replies identical: float32's answers. The default.
