@@ -54,7 +54,7 @@ def expected_products(x: torch.Tensor, packed) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "int8"])
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 13, 32, 33, 300])  # tiles, remainders, the prompt path
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 13, 32, 33, 300])  # tiles, remainders, the prompt path
 @pytest.mark.parametrize("k, n", [(64, 96), (72, 7), (576, 960), (577, 40)])  # K not a multiple of 16 (odd); N of the tile
 def test_matches_float_arithmetic_on_the_stored_weights(fmt, rows, k, n, precision):
     torch.manual_seed(rows + k + n)

@@ -168,11 +168,13 @@ void rows(const float* x, int64_t m0, int64_t K, const W* w, const float* scale,
 template <typename W>
 void gemv(const float* x, int64_t M, int64_t K, const W* w, const float* scale, float* y, int64_t N) {
   // one row: 8 blocks (8 independent sums in flight, 8 contiguous streams); more rows share each
-  // loaded weight, so fewer blocks keep the accumulators within the 32 vector registers
+  // loaded weight, so fewer blocks: as many as keep the MB x NB accumulators, the NB weights and
+  // the broadcast input within the 32 vector registers (3 to 8 rows: 7-14% faster than the 4 or 2
+  // blocks before, the same sums; 2 rows are slower with more than 4)
   for (int64_t m = 0; m < M; m += 8)
     with_rows(std::min<int64_t>(8, M - m), [&](auto mb) {
       constexpr int MB = decltype(mb)::value;
-      rows<MB, MB == 1 ? 8 : MB <= 4 ? 4 : 2>(x, m, K, w, scale, y, N);
+      rows<MB, MB == 1 ? 8 : MB == 2 ? 4 : MB <= 4 ? 6 : MB <= 6 ? 4 : 3>(x, m, K, w, scale, y, N);
     });
 }
 
@@ -185,15 +187,17 @@ void check_input(const char* op, const at::Tensor& x, const at::Tensor& weight, 
               " outputs do not fit ", weight.size(0), " blocks of 16");
 }
 
-// Long inputs (prefill): each task takes two blocks (32 outputs) and runs every row through them
-// 8 at a time, so its 2 x K x 16 weights are read from memory once and stay in cache while the
+// Long inputs (prefill): each task takes three blocks (48 outputs) and runs every row through them
+// 8 at a time, so its 3 x K x 16 weights are read from memory once and stay in cache while the
 // rows stream past. The same tiles as decoding, so each row's sums are the very sums a decode
 // step makes for it; no float32 copy of the layer (the path before this converted the layer to
 // float32 per request and called torch's float32 GEMM: 548 against 367 ms for the linears of a
-// 330-token prompt on the embedded model here).
+// 330-token prompt on the embedded model here). 8 x 3 tiles keep 24 sums in registers: two blocks
+// a task took 10-16% longer (369-401 against 332-336 ms for those linears), four blocks of 6 rows
+// 4-6% longer, and converting a task's blocks to a float32 copy first (twice the bytes) longer too.
 template <typename W>
 void gemm(const float* x, int64_t M, int64_t K, const W* w, const float* scale, float* y, int64_t N) {
-  constexpr int NB = 2;
+  constexpr int NB = 3;
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   const int64_t tasks = (blocks + NB - 1) / NB;
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
