@@ -6,15 +6,18 @@
 Measured in one run, on the same weights and prompts; read the ratios, this machine is noisy.
 
 Configurations: transformers' float32 ``generate`` (the reference); the service over HTTP with
-float16 weights (the CPU default), float32 weights, int8 weights, and float16 on transformers'
-forward instead of the lean decoder; and
+float16 weights (the CPU default), the default with prompts in bfloat16 pairs (``lima serve
+--matmul-precision medium``, the opt-in), float32 weights, int8 weights, and float16 on
+transformers' forward instead of the lean decoder; and
 llama.cpp's ``llama-server`` (-t 2, -np N) on the same weights as F16 (equal to our default's
 weights), as Q8_0 (the baseline the targets are set against) and as the Q4_1 GGUF the embedded
 model ships as. ``bench/llama_cpp.sh`` builds
 llama-server and llama-cpp-python; without them the llama.cpp rows are left out and say so.
 
 Quality, for every configuration:
-  - perplexity on the first 12 project chains (768 tokens each, every token scored);
+  - perplexity on the first 12 project chains (768 tokens each, every token scored), and in the
+    same pass the positions whose top token differs from float32's, all and those float32 decides
+    by 0.01 or more (``fidelity.teacher_forced``);
   - greedy agreement with float32 over 8 prompts (48 tokens, repetition penalty 1.0): the mean
     share of float32's reply repeated from its start, and the number of identical replies.
 Speed: single-stream decode tokens/s (``--tokens`` greedy tokens, ``ignore_eos``), aggregate
@@ -84,6 +87,7 @@ NEUTRAL = {"ignore_eos": True, "repetition_penalty": 1.0, "repeat_penalty": 1.0,
 class Row:
     name: str
     perplexity: float | None = None
+    top_changed: tuple[int, int] | None = None  # positions whose top token differs from float32's: all, decided
     agreement: tuple[float, int] | None = None
     sky: str | None = None
     decode: float | None = None
@@ -179,12 +183,14 @@ def memory_mib(pid: int) -> float:
 # -- the reference: transformers' float32 generate ------------------------------------------------
 
 @torch.inference_mode()
-def reference(folder: Path, args, chains: list[list[int]]) -> tuple[Row, list[str]]:
+def reference(folder: Path, args, chains: list[list[int]]) -> tuple[Row, list[str], list]:
+    """float32's row, its greedy replies and its top tokens on the chains (what the others are held to)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model, tokenizer = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
     row = Row("transformers generate, float32")
-    row.perplexity = fidelity.perplexity(lambda ids: model(torch.tensor([ids])).logits[0], chains)
+    forced = fidelity.teacher_forced(lambda ids: model(torch.tensor([ids])).logits[0], chains)
+    row.perplexity, row.top_changed = forced.perplexity, (0, 0)
     replies = []
     for prompt in GREEDY_PROMPTS:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
@@ -204,35 +210,47 @@ def reference(folder: Path, args, chains: list[list[int]]) -> tuple[Row, list[st
         rates.append(((args.tokens - 1) / (time.perf_counter() - start - first), first))
     row.decode = statistics.median(r[0] for r in rates)
     row.ttft["short"] = statistics.median(r[1] for r in rates)
-    return row, replies
+    return row, replies, forced.tops
+
+
+def held_to(row: Row, logits, chains: list[list[int]], tops: list) -> None:
+    """``row``'s perplexity and top-token changes against float32's ``tops``, in one pass."""
+    forced = fidelity.teacher_forced(logits, chains, tops)
+    row.perplexity, row.top_changed = forced.perplexity, (forced.changed, forced.decided_changed)
 
 
 # -- our service ------------------------------------------------------------------------------------
 
-# (row, weight format, decoder); the first is the CPU default
-SERVICE_CONFIGS = [("service, fp16 (lean) = CPU default", "fp16", "lean"),
-                   ("service, float32 (lean)", "none", "lean"),
-                   ("service, int8 (lean)", "int8", "lean"),
-                   ("service, fp16 (transformers forward)", "fp16", "forward")]
+# (row, weight format, decoder, float32 matmul precision); the first is the CPU default
+SERVICE_CONFIGS = [("service, fp16 (lean) = CPU default", "fp16", "lean", "highest"),
+                   ("service, fp16, bf16 prompts (opt-in)", "fp16", "lean", "medium"),
+                   ("service, float32 (lean)", "none", "lean", "highest"),
+                   ("service, int8 (lean)", "int8", "lean", "highest"),
+                   ("service, fp16 (transformers forward)", "fp16", "forward", "highest")]
 
 
-def start_service(folder: Path, quantize: str, decoder: str, port: int, logs: Path):
+def start_service(folder: Path, quantize: str, decoder: str, port: int, logs: Path, precision: str = "highest"):
     """`lima serve` on the embedded model in one configuration, loaded and ready."""
     return service_child.start(["--no-registry", "--model", f"base={folder}", "--quantize", quantize,
-                                "--cpu-decoder", decoder], port, log=logs / "serve.log", until="loaded", timeout=600)
+                                "--cpu-decoder", decoder, "--matmul-precision", precision], port,
+                               log=logs / "serve.log", until="loaded", timeout=600)
 
 
-def service_rows(folder: Path, args, tokenizer, chains, references) -> list[Row]:
+def service_rows(folder: Path, args, tokenizer, chains, references, tops) -> list[Row]:
     from service.engines.transformers_engine import load_runner
 
     rows = []
-    for name, quantize, decoder in SERVICE_CONFIGS:
+    for name, quantize, decoder, precision in SERVICE_CONFIGS:
         row = Row(name)
         runner, *_ = load_runner("bench", str(folder), "cpu", torch.float32, quantize, decoder)
-        row.perplexity = fidelity.perplexity(runner.logits, chains)
+        torch.set_float32_matmul_precision(precision)  # as `lima serve --matmul-precision` sets it
+        try:
+            held_to(row, runner.logits, chains, tops)
+        finally:
+            torch.set_float32_matmul_precision("highest")
         del runner
         with tempfile.TemporaryDirectory() as logs:
-            service = start_service(folder, quantize, decoder, args.port, Path(logs))
+            service = start_service(folder, quantize, decoder, args.port, Path(logs), precision)
             try:
                 measure_server(row, service.url, service.process.pid, args, tokenizer, references)
                 measure_streams(row, service.url, args)
@@ -266,12 +284,13 @@ def ggufs(server: str, workdir: Path) -> dict[str, Path]:
     return {**found, "Q4_1": q4}
 
 
-def gguf_perplexity(gguf: Path, chains: list[list[int]]) -> float | None:
+def gguf_fidelity(row: Row, gguf: Path, chains: list[list[int]], tops: list) -> None:
+    """``held_to`` for a GGUF, through llama-cpp-python (left empty without it)."""
     try:
         import numpy as np
         from llama_cpp import Llama
     except ImportError:
-        return None
+        return
     llm = Llama(model_path=str(gguf), n_ctx=1024, logits_all=True, n_threads=os.cpu_count(), verbose=False)
 
     def logits(ids):
@@ -280,7 +299,7 @@ def gguf_perplexity(gguf: Path, chains: list[list[int]]) -> float | None:
         return torch.from_numpy(np.array(llm.scores[: len(ids)]))
 
     try:
-        return fidelity.perplexity(logits, chains)
+        held_to(row, logits, chains, tops)
     finally:
         llm.close()
 
@@ -303,11 +322,11 @@ def start_llama_server(server: str, gguf: Path, port: int, slots: int) -> subpro
     raise RuntimeError("llama-server did not become healthy in 120 s")
 
 
-def llama_rows(server: str, files: dict[str, Path], args, tokenizer, chains, references) -> list[Row]:
+def llama_rows(server: str, files: dict[str, Path], args, tokenizer, chains, references, tops) -> list[Row]:
     rows = []
     for quant, gguf in files.items():
         row = Row(f"llama-server, {quant}" + (" (the shipped GGUF)" if quant == "Q4_1" else ""))
-        row.perplexity = gguf_perplexity(gguf, chains)
+        gguf_fidelity(row, gguf, chains, tops)
         base = f"http://127.0.0.1:{args.port}"
         process = start_llama_server(server, gguf, args.port, 1)
         try:
@@ -338,7 +357,7 @@ TARGETS = {"single-stream decode": ("tokens/s", 1, ">=", 1.1), "aggregate at 8 s
 
 
 def ours_once(folder: Path, args, tokenizer) -> dict[str, float]:
-    _, quantize, decoder = SERVICE_CONFIGS[0]
+    _, quantize, decoder, _ = SERVICE_CONFIGS[0]
     with tempfile.TemporaryDirectory() as logs:
         service = start_service(folder, quantize, decoder, args.port, Path(logs))
         try:
@@ -434,16 +453,20 @@ def fmt(value, spec: str, scale: float = 1.0) -> str:
     return "—" if value is None else format(value * scale, spec)
 
 
-def report(rows: list[Row], args, endings) -> None:
+def report(rows: list[Row], args, endings, positions: int) -> None:
     f32 = rows[0].perplexity
     print(f"\nQuality (perplexity: 12 project chains x 768 tokens; greedy: {len(GREEDY_PROMPTS)} prompts x "
           f"{GREEDY_TOKENS} tokens, repetition penalty 1.0, against transformers' float32)\n")
-    print(f"{'configuration':42} {'perplexity':>10} {'vs f32':>8} {'greedy shared':>14} {'identical':>10}")
+    print(f"{'configuration':42} {'perplexity':>10} {'vs f32':>8} {'top changed (decided)':>22} "
+          f"{'greedy shared':>14} {'identical':>10}")
     for r in rows:
-        delta = f"{100 * (r.perplexity / f32 - 1):+.2f}%" if r.perplexity and f32 else "—"
+        delta = f"{100 * (r.perplexity / f32 - 1):+.3f}%" if r.perplexity and f32 else "—"
+        top = f"{r.top_changed[0]} ({r.top_changed[1]})" if r.top_changed else "—"
         shared = f"{100 * r.agreement[0]:.1f}%" if r.agreement else "—"
         same = f"{r.agreement[1]}/{len(GREEDY_PROMPTS)}" if r.agreement else "—"
-        print(f"{r.name:42} {fmt(r.perplexity, '.3f'):>10} {delta:>8} {shared:>14} {same:>10}")
+        print(f"{r.name:42} {fmt(r.perplexity, '.3f'):>10} {delta:>8} {top:>22} {shared:>14} {same:>10}")
+    print(f"  (top changed: of {positions:,} positions, the top token differs from float32's; "
+          f"decided: of those, where float32's margin is {fidelity.DECIDED} or more)")
     print(f"\nSpeed ({args.tokens} greedy tokens, median of {args.prompts} prompts, {os.cpu_count()} cores; "
           "first token = a one-token completion's round trip)\n")
     print(f"{'configuration':42} {'decode t/s':>10} {'1st short':>10} {'1st 300':>9} {'1st 1500':>9} "
@@ -465,6 +488,9 @@ def report(rows: list[Row], args, endings) -> None:
     if same:
         print(f"the default / llama-server F16 (the same float16 weights), table rows (not alternated): decode "
               f"{ours.decode / same.decode:.2f}x, 8 streams {ours.streams[8] / same.streams[8]:.2f}x")
+        opt_in = next(r for r in rows if r.name.endswith("(opt-in)"))
+        print(f"bf16 prompts (opt-in) / llama-server F16, table rows: first token "
+              + ", ".join(f"{label} {opt_in.ttft[label] / same.ttft[label]:.2f}x" for label in ("300 tokens", "1500 tokens")))
     if endings:
         print("\nReplies that end (10 openers, paper's decoding: temperature 0.7, top-p 0.9, repetition penalty 1.2, "
               "at most 2,048 tokens, seeds 0-9):")
@@ -501,20 +527,20 @@ def main() -> None:
         return
     chains = fidelity.token_ids(tokenizer, [c.as_openai() for c in project.chains()[:12]])
     print("measuring: transformers float32", flush=True)
-    first, references = reference(folder, args, chains)
-    rows = [first, *service_rows(folder, args, tokenizer, chains, references)]
+    first, references, tops = reference(folder, args, chains)
+    rows = [first, *service_rows(folder, args, tokenizer, chains, references, tops)]
     rounds = []
     if server:
         with tempfile.TemporaryDirectory() as workdir:
             files = ggufs(server, Path(workdir))
-            rows += llama_rows(server, files, args, tokenizer, chains, references)
+            rows += llama_rows(server, files, args, tokenizer, chains, references, tops)
             if args.rounds:
                 rounds = head_to_head(folder, server, files["F16"], args, tokenizer)
     endings = {}
     if not args.skip_endings:
         endings = {"stop tokens penalised (before)": reply_lengths(folder, exempt_stops=False),
                    "stop tokens exempt (now)": reply_lengths(folder, exempt_stops=True)}
-    report(rows, args, endings)
+    report(rows, args, endings, sum(len(c) for c in chains))
     if rounds:
         report_head_to_head(rounds)
 
