@@ -7,7 +7,7 @@ Measured in one run, on the same weights and prompts; read the ratios, this mach
 
 Configurations: transformers' float32 ``generate`` (the reference); the service over HTTP with
 float16 weights (the CPU default), the default with prompts in bfloat16 pairs (``lima serve
---matmul-precision medium``, the opt-in), float32 weights, int8 weights, and float16 on
+--prompt-products bfloat16``, the opt-in), float32 weights, int8 weights, and float16 on
 transformers' forward instead of the lean decoder; and
 llama.cpp's ``llama-server`` (-t 2, -np N) on the same weights as F16 (equal to our default's
 weights), as Q8_0 (the baseline the targets are set against) and as the Q4_1 GGUF the embedded
@@ -58,7 +58,7 @@ import torch  # noqa: E402
 from dialogues import project  # noqa: E402
 from lima import home  # noqa: E402
 from lima import embedded_model  # noqa: E402
-from service.engines import fidelity  # noqa: E402
+from service.engines import fidelity, weight_formats  # noqa: E402
 from lima import service_child  # noqa: E402
 
 PROMPTS = [
@@ -221,18 +221,18 @@ def held_to(row: Row, logits, chains: list[list[int]], tops: list) -> None:
 
 # -- our service ------------------------------------------------------------------------------------
 
-# (row, weight format, decoder, float32 matmul precision); the first is the CPU default
-SERVICE_CONFIGS = [("service, fp16 (lean) = CPU default", "fp16", "lean", "highest"),
-                   ("service, fp16, bf16 prompts (opt-in)", "fp16", "lean", "medium"),
-                   ("service, float32 (lean)", "none", "lean", "highest"),
-                   ("service, int8 (lean)", "int8", "lean", "highest"),
-                   ("service, fp16 (transformers forward)", "fp16", "forward", "highest")]
+# (row, weight format, decoder, prompt products); the first is the CPU default
+SERVICE_CONFIGS = [("service, fp16 (lean) = CPU default", "fp16", "lean", "float32"),
+                   ("service, fp16, bf16 prompts (opt-in)", "fp16", "lean", "bfloat16"),
+                   ("service, float32 (lean)", "none", "lean", "float32"),
+                   ("service, int8 (lean)", "int8", "lean", "float32"),
+                   ("service, fp16 (transformers forward)", "fp16", "forward", "float32")]
 
 
-def start_service(folder: Path, quantize: str, decoder: str, port: int, logs: Path, precision: str = "highest"):
+def start_service(folder: Path, quantize: str, decoder: str, port: int, logs: Path, prompts: str = "float32"):
     """`lima serve` on the embedded model in one configuration, loaded and ready."""
     return service_child.start(["--no-registry", "--model", f"base={folder}", "--quantize", quantize,
-                                "--cpu-decoder", decoder, "--matmul-precision", precision], port,
+                                "--cpu-decoder", decoder, "--prompt-products", prompts], port,
                                log=logs / "serve.log", until="loaded", timeout=600)
 
 
@@ -240,17 +240,17 @@ def service_rows(folder: Path, args, tokenizer, chains, references, tops) -> lis
     from service.engines.transformers_engine import load_runner
 
     rows = []
-    for name, quantize, decoder, precision in SERVICE_CONFIGS:
+    for name, quantize, decoder, prompts in SERVICE_CONFIGS:
         row = Row(name)
         runner, *_ = load_runner("bench", str(folder), "cpu", torch.float32, quantize, decoder)
-        torch.set_float32_matmul_precision(precision)  # as `lima serve --matmul-precision` sets it
+        weight_formats.set_prompt_products(prompts)  # as `lima serve --prompt-products` sets it
         try:
             held_to(row, runner.logits, chains, tops)
         finally:
-            torch.set_float32_matmul_precision("highest")
+            weight_formats.set_prompt_products("float32")
         del runner
         with tempfile.TemporaryDirectory() as logs:
-            service = start_service(folder, quantize, decoder, args.port, Path(logs), precision)
+            service = start_service(folder, quantize, decoder, args.port, Path(logs), prompts)
             try:
                 measure_server(row, service.url, service.process.pid, args, tokenizer, references)
                 measure_streams(row, service.url, args)

@@ -45,10 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="transformers engine on a CPU, the weights' format: fp16 (default; half float32's "
                              "memory, float32's answers), int8 (a quarter, faster; CHANGES ANSWERS: greedy replies "
                              "part from float32's at near-ties, perplexity +0.3%%), none (float32 as stored)")
-    parser.add_argument("--matmul-precision", choices=["highest", "high", "medium"], default="highest",
-                        help="torch.set_float32_matmul_precision for this service: highest (default, float32's "
-                             "answers); medium lets a CPU with AVX512-BF16 multiply prompts in bfloat16 pairs "
-                             "(first token about 1.5x sooner; CHANGES ANSWERS at near-ties)")
+    parser.add_argument("--prompt-products", choices=["float32", "bfloat16"], default="float32",
+                        help="transformers engine on a CPU, how a prompt's linears multiply: float32 (default, "
+                             "float32's answers) or, on a CPU with AVX512-BF16, bfloat16 pairs (first token about "
+                             "1.4x sooner; CHANGES ANSWERS at near-ties); decoding stays float32 either way")
     parser.add_argument("--device", help="transformers engine: cpu, cuda, cuda:1 ... (default: cuda if present)")
     parser.add_argument("--cpu-decoder", choices=["lean", "forward"], default="lean",
                         help="transformers engine on a CPU: the compiled lean decoder for Llama-family models "
@@ -68,12 +68,9 @@ def build_engine(args) -> Engine:
         return VllmEngine(args.vllm_executable, gpu_fraction=args.vllm_gpu_fraction,
                           max_model_len=args.vllm_max_model_len,
                           require_gpu=os.environ.get("LIMA_VLLM_REQUIRE_GPU", "1") != "0")
-    import torch
-
     from service.engines.transformers_engine import TransformersEngine
 
-    torch.set_float32_matmul_precision(args.matmul_precision)  # process-wide; the CPU kernel reads it too
-    return TransformersEngine(device=args.device, quantize=args.quantize, max_batch=args.max_batch,
+    return TransformersEngine(prompt_products=args.prompt_products, device=args.device, quantize=args.quantize, max_batch=args.max_batch,
                              cpu_decoder=args.cpu_decoder)
 
 

@@ -1,5 +1,5 @@
 """The CPU weight formats: float16 or int8 weights, float32 products (and bfloat16 pairs for prompts
-when torch's float32 matmul precision allows them), for every batch size and shape."""
+when asked: ``set_prompt_products``), for every batch size and shape."""
 
 import os
 import subprocess
@@ -22,24 +22,12 @@ def kernel():
 PROMPT = 33  # input rows from which the kernel takes the prompt path (linear_kernel.cpp, kGemmRows + 1)
 
 
-@pytest.fixture(params=["highest", "medium"])
-def precision(request):
-    """torch's float32 matmul precision, set for one test: "medium" allows bfloat16 for prompts."""
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(request.param)
+@pytest.fixture(params=["float32", "bfloat16"])
+def prompts(request):
+    """How prompts multiply, set for one test (``weight_formats.set_prompt_products``)."""
+    weight_formats.set_prompt_products(request.param)
     yield request.param
-    torch.set_float32_matmul_precision(before)
-
-
-def float32_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """torch's float32 product at "highest" precision, whatever the test has set (at "medium"
-    torch's own CPU matmul may use bfloat16 too)."""
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        return F.linear(x, weight)
-    finally:
-        torch.set_float32_matmul_precision(before)
+    weight_formats.set_prompt_products("float32")
 
 
 def expected_products(x: torch.Tensor, packed) -> torch.Tensor:
@@ -47,16 +35,16 @@ def expected_products(x: torch.Tensor, packed) -> torch.Tensor:
     prompt where the CPU multiplies bfloat16 pairs, both rounded to bfloat16 first (int8 weights
     are exact in bfloat16, their scale multiplies the sums)."""
     if len(x) < PROMPT or weight_formats.prompt_products() == "float32":
-        return float32_linear(x, weight_formats.unpack(packed))
+        return F.linear(x, weight_formats.unpack(packed))
     stored = packed.blocks.float().transpose(1, 2).reshape(-1, x.shape[1])[:packed.out_features]
-    sums = float32_linear(x.bfloat16().float(), stored.bfloat16().float())
+    sums = F.linear(x.bfloat16().float(), stored.bfloat16().float())
     return sums if packed.scale is None else sums * packed.scale[:packed.out_features]
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "int8"])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 13, 32, 33, 300])  # tiles, remainders, the prompt path
 @pytest.mark.parametrize("k, n", [(64, 96), (72, 7), (576, 960), (577, 40)])  # K not a multiple of 16 (odd); N of the tile
-def test_matches_float_arithmetic_on_the_stored_weights(fmt, rows, k, n, precision):
+def test_matches_float_arithmetic_on_the_stored_weights(fmt, rows, k, n, prompts):
     torch.manual_seed(rows + k + n)
     x, weight = torch.randn(rows, k), torch.randn(n, k) * 0.05
     packed = weight_formats.pack(weight, fmt)
@@ -69,20 +57,21 @@ def test_matches_float_arithmetic_on_the_stored_weights(fmt, rows, k, n, precisi
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), (got - expected).abs().max()
 
 
-def test_prompts_take_bfloat16_only_when_torch_allows_it_and_stay_within_its_precision(precision):
-    """float32 products unless torch's matmul precision is "medium" (the default is "highest");
-    then a prompt's outputs differ from float32 products by bfloat16's rounding and no more
-    (about 2^-8 of their size), never by an error in the layout."""
-    if precision == "highest":
+def test_prompts_take_bfloat16_only_when_asked_and_stay_within_its_precision(prompts):
+    """float32 products unless bfloat16 pairs are asked for; then a prompt's outputs differ from
+    float32 products by bfloat16's rounding and no more (about 2^-8 of their size), never by an
+    error in the layout. torch's own float32 matmul precision stays as it is."""
+    assert torch.backends.mkldnn.matmul.fp32_precision in ("none", "ieee")
+    if prompts == "float32":
         assert weight_formats.prompt_products() == "float32"
     elif weight_formats.prompt_products() == "float32":
         pytest.skip("this CPU has no bfloat16 pairs (AVX512-BF16)")
     torch.manual_seed(0)
     packed = weight_formats.pack(torch.randn(960, 576) * 0.05, "fp16")
     x = torch.randn(300, 576)
-    exact, got = float32_linear(x, weight_formats.unpack(packed)), weight_formats.linear(x, packed)
+    exact, got = F.linear(x, weight_formats.unpack(packed)), weight_formats.linear(x, packed)
     relative = float((got - exact).norm() / exact.norm())
-    assert (relative < 1e-5) if precision == "highest" else (1e-4 < relative < 1e-2), relative
+    assert (relative < 1e-5) if prompts == "float32" else (1e-4 < relative < 1e-2), relative
 
 
 def test_int8_rounds_each_row_to_127_steps_of_its_own_scale():
@@ -96,7 +85,7 @@ def test_int8_rounds_each_row_to_127_steps_of_its_own_scale():
 
 @pytest.mark.parametrize("fmt", ["fp16", "int8"])
 @pytest.mark.parametrize("rows", [7, 32])  # decode batches, up to the largest
-def test_batch_rows_are_computed_independently(fmt, rows, precision):
+def test_batch_rows_are_computed_independently(fmt, rows, prompts):
     """A row's result does not depend on the other rows of the batch (continuous batching mixes
     requests; each reply must be what it would be alone)."""
     torch.manual_seed(rows)
@@ -107,7 +96,7 @@ def test_batch_rows_are_computed_independently(fmt, rows, precision):
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "int8"])
-def test_prompt_rows_are_computed_independently(fmt, precision):
+def test_prompt_rows_are_computed_independently(fmt, prompts):
     """A prompt's row does not depend on the rows after it, to the bit: a token's keys and values
     are the same in any prompt that starts with the same tokens."""
     torch.manual_seed(1)
@@ -161,28 +150,27 @@ print("format", weight_format("fp16", "base"))
 
 
 def test_the_service_multiplies_prompts_in_bfloat16_only_when_asked(tiny_base, tmp_path):
-    """`lima serve --matmul-precision medium` reaches the kernel: a long prompt's first-token log
+    """`lima serve --prompt-products bfloat16` reaches the kernel: a long prompt's first-token log
     probabilities move by bfloat16's rounding; the default keeps float32 products."""
     import openai
 
     from tests.helpers.server import serving
 
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("medium")
     try:
-        if weight_formats.prompt_products() == "float32":
+        if weight_formats.set_prompt_products("bfloat16") == "float32":
             pytest.skip("this CPU has no bfloat16 pairs (AVX512-BF16)")
     finally:
-        torch.set_float32_matmul_precision(before)
+        weight_formats.set_prompt_products("float32")
     messages = [{"role": "user", "content": " ".join(f"word{i}" for i in range(80))}]  # well over 32 tokens
     found = {}
-    for precision in ("highest", "medium", None):
-        flags = ["--matmul-precision", precision] if precision else []
-        with serving(["--no-registry", "--model", f"base={tiny_base}", *flags], tmp_path / f"{precision}.log") as base:
+    for kind in ("float32", "bfloat16", None):
+        flags = ["--prompt-products", kind] if kind else []
+        with serving(["--no-registry", "--model", f"base={tiny_base}", *flags], tmp_path / f"{kind}.log") as base:
             reply = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0).chat.completions.create(
                 model="base", messages=messages, max_tokens=1, temperature=0, logprobs=True, top_logprobs=5)
-            found[precision] = [(t.token, t.logprob) for t in reply.choices[0].logprobs.content[0].top_logprobs]
-    assert found[None] == found["highest"]  # the default is float32 products
-    exact, rounded = dict(found["highest"]), dict(found["medium"])
+            found[kind] = [(t.token, t.logprob) for t in reply.choices[0].logprobs.content[0].top_logprobs]
+    assert found[None] == found["float32"]  # the default is float32 products
+    exact, rounded = dict(found["float32"]), dict(found["bfloat16"])
     moved = [abs(exact[t] - rounded[t]) for t in exact.keys() & rounded.keys()]
-    assert moved and 0 < max(moved) < 0.1, (found["highest"], found["medium"])
+    assert moved and 0 < max(moved) < 0.1, (found["float32"], found["bfloat16"])
+    assert "prompts multiply in bfloat16 pairs" in (tmp_path / "bfloat16.log").read_text()

@@ -1,7 +1,7 @@
 // Linear layers with compact weights for CPU decoding: y = x @ W^T with float32 activations and
 // float32 arithmetic, W stored as float16 (fp16_linear) or as int8 with one scale per output row
-// (int8_linear); prompts (more than kGemmRows rows) in bfloat16 pairs when torch's float32 matmul
-// precision allows it and the CPU has them (gemm_bf16). Built and loaded by weight_formats.py.
+// (int8_linear); prompts (more than kGemmRows rows) in bfloat16 pairs when asked and the CPU has
+// them (gemm_bf16). Built and loaded by weight_formats.py.
 //
 // Why not torch's own kernels: fbgemm's int8 linear also quantizes the activations (one 7-bit
 // scale per tensor), which moved this product's 135M model's perplexity by +325%;
@@ -14,6 +14,7 @@
 // or, opted in, through bfloat16 pairs at twice that (``gemm_bf16``).
 
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 #include <vector>
 
@@ -28,6 +29,14 @@
 namespace {
 
 constexpr int64_t kGemmRows = 32;  // above this many input rows (prefill), loop over rows inside each task
+
+// Prompts in bfloat16 pairs, set by ``lima::set_prompt_bfloat16`` (``weight_formats.set_prompt_products``).
+// The kernel's own switch, not torch's float32 matmul precision: at "medium" torch's CPU flash
+// attention computes in bfloat16 too, and a decode step's attention took 5x as long (decoding
+// 70 -> 46 tokens/s through the service).
+std::atomic<bool> bf16_prompts{false};
+
+void set_prompt_bfloat16(bool on) { bf16_prompts = on; }
 
 #if defined(__AVX512F__)
 constexpr int64_t kLanes = 16;
@@ -220,9 +229,7 @@ void gemm(const float* x, int64_t M, int64_t K, const W* w, const float* scale, 
 // Long inputs in bfloat16 products (``gemm_bf16``): the inputs and the weights are rounded to
 // bfloat16 and multiplied in pairs with float32 sums (VDPBF16PS: 32 products an instruction where
 // an FMA makes 16), so a prompt's linears take about half as long as float32's at the same peak.
-// Only when torch's float32 matmul precision says bfloat16 may be used
-// (``torch.set_float32_matmul_precision("medium")``, ``lima serve --matmul-precision medium``):
-// the rounding moves the embedded model's logits about 10x further than float16 weights do, and
+// Only when asked (``lima serve --prompt-products bfloat16``): the rounding moves the embedded model's logits about 10x further than float16 weights do, and
 // its top token changes at 35 of 8,929 positions of the project's chains where float32 decides
 // by 0.01 or more (float32 products: 0; llama.cpp F16: 0), though perplexity moves only +0.028%.
 // Decoding keeps float32 products (a step is bound by reading the weights, not by arithmetic).
@@ -307,8 +314,7 @@ at::Tensor blocked_linear(const char* op, const at::Tensor& x, const at::Tensor&
   const auto w = weight.contiguous();
   const float* s = scale ? scale->data_ptr<float>() : nullptr;
 #if defined(__AVX512BF16__)
-  if (M > kGemmRows && at::globalContext().float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL) ==
-                           at::Float32Precision::BF16) {
+  if (M > kGemmRows && bf16_prompts) {
     auto xb = at::zeros({M, (K + 1) / 2 * 2}, x.options().dtype(at::kBFloat16));  // rounded to nearest even
     xb.narrow(1, 0, K).copy_(x2);
     gemm_bf16<W>(reinterpret_cast<const uint32_t*>(xb.data_ptr<at::BFloat16>()), M, K, w.data_ptr<W>(), s,
@@ -335,6 +341,7 @@ at::Tensor fp16_linear(const at::Tensor& x, const at::Tensor& weight, int64_t N)
 TORCH_LIBRARY(lima, m) {
   m.def("int8_linear(Tensor x, Tensor weight, Tensor scale, int n) -> Tensor");
   m.def("fp16_linear(Tensor x, Tensor weight, int n) -> Tensor");
+  m.def("set_prompt_bfloat16(bool on) -> ()", set_prompt_bfloat16);
 }
 TORCH_LIBRARY_IMPL(lima, CPU, m) {
   m.impl("int8_linear", int8_linear);

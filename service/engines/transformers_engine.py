@@ -2,7 +2,7 @@
 
 On a CPU weights are stored as float16 (``weight_formats``: decoding a small model is bound by
 reading the weights once per token; float16 reads half of float32's bytes while activations and
-arithmetic stay float32, so answers stay float32's (``--matmul-precision medium`` lets prompts
+arithmetic stay float32, so answers stay float32's (``--prompt-products bfloat16`` lets prompts
 multiply in bfloat16 pairs, faster and not float32's answers); ``--quantize int8`` reads a quarter and
 changes answers at near-ties; ``--quantize none`` serves float32) and Llama-family models decode
 through the lean compiled decoder of ``fast_llama`` (``--cpu-decoder lean``, the default); other
@@ -141,18 +141,34 @@ class TransformersEngine(Engine):
     kind = "transformers"
 
     def __init__(self, device: str | None = None, quantize: str | None = None, max_batch: int = 8,
-                 cpu_decoder: str = "lean"):
+                 cpu_decoder: str = "lean", prompt_products: str = "float32"):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         self.quantize = quantize or ("fp16" if self.device == "cpu" else "none")
         if self.quantize != "none" and self.device != "cpu":
             raise ValueError(f"--quantize {self.quantize} is a CPU weight format; on a GPU models load in "
                              "bfloat16 (use --quantize none)")
+        if prompt_products != "float32" and (self.device != "cpu" or self.quantize == "none"):
+            raise ValueError(f"--prompt-products {prompt_products} is for the CPU's fp16 and int8 weights "
+                             f"(here: {self.device}, --quantize {self.quantize})")
         self.max_batch, self.cpu_decoder = max_batch, cpu_decoder
         self.compute = ComputeThread("transformers-engine")
+        if prompt_products != "float32":
+            self._set_prompt_products(prompt_products)
         self._models: dict[str, LoadedModel] = {}
         self._sleeping = False
         self._lock = asyncio.Lock()
+
+    def _set_prompt_products(self, kind: str) -> None:
+        try:
+            used = self.compute.call(weight_formats.set_prompt_products, kind).result()
+        except RuntimeError as exc:  # the kernel cannot be built: float32 weights, float32 products
+            log.warning("prompts multiply in float32: %s", exc)
+            return
+        if used != kind:
+            log.warning("this CPU has no bfloat16 pairs (AVX512-BF16): prompts multiply in float32")
+        else:
+            log.info("prompts multiply in bfloat16 pairs (--prompt-products bfloat16): not float32's answers")
 
     # -- models -------------------------------------------------------------------------------
 

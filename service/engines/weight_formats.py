@@ -3,12 +3,12 @@
 Decoding a small model on a CPU is bound by reading every weight once per token, so smaller
 weights decode faster. Only the weights are stored smaller; activations and decoding's arithmetic
 stay float32 (``linear_kernel.cpp``). A prompt (more than 32 rows at once) is bound by arithmetic
-instead: with ``torch.set_float32_matmul_precision("medium")`` (torch's own switch for float32
-matmuls in bfloat16; ``lima serve --matmul-precision medium``) and a CPU with AVX512-BF16, its
-inputs and weights are rounded to bfloat16 and multiplied in pairs with float32 sums, twice
-float32's rate (``prompt_products``). Off by default: perplexity moves only +0.028%, but the top
-token changes where float32 decides (35 of 8,929 positions of the chains at margins of 0.01 or
-more, against 0 for float32 products).
+instead: with ``set_prompt_products("bfloat16")`` (``lima serve --prompt-products bfloat16``) and
+a CPU with AVX512-BF16, its inputs and weights are rounded to bfloat16 and multiplied in pairs
+with float32 sums, twice float32's rate. Off by default: perplexity moves only +0.04%, but the
+top token changes where float32 decides (39 of 8,982 positions of the chains at margins of 0.01
+or more, against 0 for float32 products). Not torch's ``set_float32_matmul_precision("medium")``:
+that also puts torch's CPU attention into bfloat16, 5x slower for a decode step here.
 
 Measured on the embedded model (``bench/serve.py``, 50 greedy replies of 48 tokens against
 float32's, perplexity on the project's chains):
@@ -77,12 +77,25 @@ def _flags() -> list[str]:
     return flags
 
 
+PROMPT_PRODUCTS = ("float32", "bfloat16")
+
+
+def set_prompt_products(kind: str) -> str:
+    """How the kernel multiplies a prompt's rows (inputs of more than 32 rows) from now on, for the
+    whole process: "float32" (the default, as decoding) or "bfloat16" pairs, which only a CPU with
+    AVX512-BF16 has; returns what it will use."""
+    if kind not in PROMPT_PRODUCTS:
+        raise ValueError(f"unknown prompt products {kind!r}: choose one of {', '.join(PROMPT_PRODUCTS)}")
+    require("fp16")
+    used = "bfloat16" if kind == "bfloat16" and "-mavx512bf16" in _flags() else "float32"
+    torch.ops.lima.set_prompt_bfloat16(used == "bfloat16")
+    _state["prompts"] = used
+    return used
+
+
 def prompt_products() -> str:
-    """How the kernel multiplies a prompt's rows (inputs of more than 32 rows) now: "bfloat16"
-    pairs when torch's float32 matmul precision allows bfloat16 and the CPU has them
-    (AVX512-BF16), else "float32" as for decoding."""
-    allowed = torch.backends.mkldnn.matmul.fp32_precision == "bf16"
-    return "bfloat16" if allowed and "-mavx512bf16" in _flags() else "float32"
+    """How the kernel multiplies a prompt's rows now: "float32" or "bfloat16" (``set_prompt_products``)."""
+    return _state.get("prompts", "float32")
 
 
 def _build() -> str | None:
