@@ -174,3 +174,12 @@ def test_the_service_multiplies_prompts_in_bfloat16_only_when_asked(tiny_base, t
     moved = [abs(exact[t] - rounded[t]) for t in exact.keys() & rounded.keys()]
     assert moved and 0 < max(moved) < 0.1, (found["float32"], found["bfloat16"])
     assert "prompts multiply in bfloat16 pairs" in (tmp_path / "bfloat16.log").read_text()
+
+
+def test_bfloat16_prompts_are_refused_where_the_kernel_does_not_multiply():
+    """float32 weights (and a GPU) do not go through the kernel: asking for bfloat16 prompts there
+    is a clear error, not a setting that silently does nothing."""
+    from service.engines.transformers_engine import TransformersEngine
+
+    with pytest.raises(ValueError, match="--prompt-products bfloat16 is for the CPU's fp16 and int8 weights"):
+        TransformersEngine(device="cpu", quantize="none", prompt_products="bfloat16")
