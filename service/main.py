@@ -70,8 +70,8 @@ def build_engine(args) -> Engine:
                           require_gpu=os.environ.get("LIMA_VLLM_REQUIRE_GPU", "1") != "0")
     from service.engines.transformers_engine import TransformersEngine
 
-    return TransformersEngine(prompt_products=args.prompt_products, device=args.device, quantize=args.quantize, max_batch=args.max_batch,
-                             cpu_decoder=args.cpu_decoder)
+    return TransformersEngine(device=args.device, quantize=args.quantize, max_batch=args.max_batch,
+                             cpu_decoder=args.cpu_decoder, prompt_products=args.prompt_products)
 
 
 def models_to_serve(args) -> tuple[dict[str, str], dict[str, str]]:

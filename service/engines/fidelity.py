@@ -31,12 +31,11 @@ def token_ids(tokenizer, conversations: Sequence[list[dict]], max_tokens: int = 
 
 @dataclass
 class TeacherForced:
-    """One pass over texts, every next token scored: the perplexity, float32's view of each
-    position (``tops``: top token and margin, one pair of tensors per text) and, against a
-    reference's ``tops``, at how many of ``positions`` the top token differs (``changed``) and
-    how many of those the reference decides by ``DECIDED`` or more (``decided_changed``)."""
+    """One pass over texts, every next token scored: the perplexity, each position's top token
+    and its margin over the runner-up (``tops``, one pair of tensors per text) and, against a
+    reference's ``tops``, at how many positions the top token differs (``changed``) and how many
+    of those the reference decides by ``DECIDED`` or more (``decided_changed``)."""
     perplexity: float
-    positions: int
     tops: list[tuple[torch.Tensor, torch.Tensor]] = field(repr=False)
     changed: int | None = None
     decided_changed: int | None = None
@@ -46,7 +45,8 @@ def teacher_forced(logits: Callable[[list[int]], torch.Tensor], texts: Sequence[
                    reference: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> TeacherForced:
     """``logits(ids)`` gives the (S, V) next-token logits at every position; ``reference``: the
     float32 model's ``tops`` over the same texts, to count the positions whose top token changed."""
-    nll, count, tops, changed, decided = 0.0, 0, [], 0, 0
+    nll, count, tops = 0.0, 0, []
+    changed, decided = (None, None) if reference is None else (0, 0)
     for i, ids in enumerate(texts):
         scores = logits(ids).float()
         nll -= scores.log_softmax(-1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum().item()
@@ -58,8 +58,7 @@ def teacher_forced(logits: Callable[[list[int]], torch.Tensor], texts: Sequence[
             differs = best.indices[:, 0] != top
             changed += int(differs.sum())
             decided += int((differs & (margin >= DECIDED)).sum())
-    return TeacherForced(math.exp(nll / count), sum(len(ids) for ids in texts), tops,
-                         changed if reference is not None else None, decided if reference is not None else None)
+    return TeacherForced(math.exp(nll / count), tops, changed, decided)
 
 
 def perplexity(logits: Callable[[list[int]], torch.Tensor], texts: Sequence[list[int]]) -> float:
