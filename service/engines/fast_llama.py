@@ -50,10 +50,11 @@ def decoder_step(shape: Shape, weights: dict, tokens, positions, keys: list[torc
                  values: list[torch.Tensor], columns, mask, every_position: bool = False) -> torch.Tensor:
     """Logits of each row's last token (of every token with ``every_position``).
     ``tokens``/``positions``: (B, S); ``keys``/``values``: one (B, kv_heads, capacity, head_dim)
-    buffer per layer, written at ``columns`` (S,); ``mask``: (B, 1, S, capacity), True where a
-    query may attend, or None for a prompt written from column 0: query i attends columns 0..i,
-    and the attention kernel skips the blocks above the diagonal instead of computing them to mask
-    them out (half its time on a 1,500-token prompt, the same results to the bit)."""
+    buffer per layer, written at ``columns`` (S,); ``mask``: (B, 1, S, L), True where a query
+    may attend among the first L columns (those in use), or None for a prompt written from
+    column 0: query i attends columns 0..i, and the attention kernel skips the blocks above the
+    diagonal instead of computing them to mask them out (half its time on a 1,500-token prompt,
+    the same results to the bit)."""
     batch, steps = tokens.shape
     heads, kv_heads, head_dim, hidden = shape.heads, shape.kv_heads, shape.head_dim, shape.hidden
     x = weight_formats.rows(weights["embed"], tokens)
@@ -62,6 +63,9 @@ def decoder_step(shape: Shape, weights: dict, tokens, positions, keys: list[torc
     cos, sin = angles.cos() * weights["rope_scale"], angles.sin() * weights["rope_scale"]
     half = head_dim // 2
     q_end, k_end = heads * head_dim, (heads + kv_heads) * head_dim
+    # attend to the columns in use only, not the buffer's whole capacity (up to twice as many
+    # after it doubled): a step's attention reads every column it is given, masked or not
+    span = steps if mask is None else mask.shape[-1]
 
     def rope(t):
         return t * cos + torch.cat([-t[..., half:], t[..., :half]], dim=-1) * sin
@@ -74,8 +78,8 @@ def decoder_step(shape: Shape, weights: dict, tokens, positions, keys: list[torc
         v = qkv[..., k_end:].view(batch, steps, kv_heads, head_dim).transpose(1, 2)
         keys[i].index_copy_(2, columns, rope(k))
         values[i].index_copy_(2, columns, v)
-        attn = F.scaled_dot_product_attention(rope(q), keys[i], values[i], attn_mask=mask, is_causal=mask is None,
-                                              enable_gqa=True)
+        attn = F.scaled_dot_product_attention(rope(q), keys[i].narrow(2, 0, span), values[i].narrow(2, 0, span),
+                                              attn_mask=mask, is_causal=mask is None, enable_gqa=True)
         x = x + weight_formats.linear(attn.transpose(1, 2).reshape(batch, steps, heads * head_dim), layer["o"])
         h = F.rms_norm(x, (hidden,), layer["norm2"], shape.eps)
         gate, up = weight_formats.linear(h, layer["gate_up"]).chunk(2, dim=-1)
@@ -195,9 +199,11 @@ class FastLlama:
         layers = cache.layers
         length = layers[0].length
         for layer in layers:
-            layer.reserve(length + 1)
-        capacity = layers[0].keys.shape[2]
-        attend = F.pad(mask, (0, capacity - mask.shape[1])).bool().view(mask.shape[0], 1, 1, capacity)
+            # one column to spare: the compiled step attends to a narrowed view of the buffer and
+            # was compiled for one narrower than its buffer; a view as wide as the buffer would be
+            # contiguous, fail that guard and compile the step again
+            layer.reserve(length + 2)
+        attend = mask.bool().view(mask.shape[0], 1, 1, length + 1)
         args = (last, positions.view(-1, 1), [layer.keys for layer in layers], [layer.values for layer in layers],
                 torch.tensor([length]), attend)
         try:
@@ -235,9 +241,9 @@ class FastLlama:
     def _warm_up(self, batch: int, layers: int) -> None:
         """Compile for ``batch`` rows (2 stands for any number above 1), any cache length."""
         tokens, positions = torch.zeros(batch, 1, dtype=torch.long), torch.full((batch, 1), 3)
-        buffers = [self._buffers(batch, 96) for _ in range(layers)]
+        buffers = [self._buffers(batch, 128) for _ in range(layers)]
         keys, values = [k for k, _ in buffers], [v for _, v in buffers]
-        mask = torch.ones(batch, 1, 1, 96, dtype=torch.bool)
+        mask = torch.ones(batch, 1, 1, 97, dtype=torch.bool)  # columns in use: fewer than the capacity
         for tensor in keys + values:
             torch._dynamo.mark_dynamic(tensor, 2)  # cache length
         torch._dynamo.mark_dynamic(mask, 3)
