@@ -11,6 +11,7 @@ from lima.store import connect
 from lima.store.registry import register, registered
 from lima.store import runs
 from training import common, train
+from training import recipe as recipes
 from tests.helpers.training import TINY, train_args, write_lima
 from lima.children import lima_command
 
@@ -121,3 +122,13 @@ def test_not_enough_disk_is_refused_before_training(tmp_path):
     with pytest.raises(common.TrainingError, match=r"not enough disk space for checkpoints under .*GiB free"):
         common.check_disk(free, 4, 2, tmp_path)
     common.check_disk(1000, 4, 2, tmp_path)  # a small model fits
+
+
+def test_the_base_trains_without_hub_kernels(tiny_base):
+    """transformers turns on the Hub's kernels by default, and training mode on a GPU then fetches
+    their code from the Hub: an offline machine could not train. The base is loaded without them,
+    so putting it in training mode kernelizes nothing."""
+    model, _ = common.load_base(str(tiny_base), "cpu", recipes.load("cpu-demo"))
+    assert not model.use_kernels
+    model.train()
+    assert model.kernels_mode is None and not model.use_kernels

@@ -61,7 +61,10 @@ def load_base(base: str, device: str, recipe: recipes.Recipe):
     # Big models on a GPU train in bf16 weights; on a CPU float32 weights with bf16 autocast.
     dtype = torch.bfloat16 if device == "cuda" and recipe.sft.get("bf16") else torch.float32
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+        # No Hub kernels: transformers (5.25) turns them on by default, and ``model.train()`` on a
+        # GPU then fetches kernel code from the Hub ('kernels-community/rotary'), so a machine
+        # offline could not train at all (seen on an H200) and one online would run code nobody chose.
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_kernels=False)
         tokenizer = AutoTokenizer.from_pretrained(base)
     except Exception as exc:  # missing files, corrupt weights, unknown architecture: all the same to the user
         raise TrainingError(f"base model {base} could not be loaded: {type(exc).__name__}: {exc}") from exc
