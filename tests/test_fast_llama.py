@@ -145,8 +145,8 @@ def test_rows_joining_a_running_batch_each_get_generates_answer(tiny):
         batcher.stop()
         compute.close()
     assert [seq.output_ids for seq in seqs] == expected
-    # warm-up compiled every graph serving needs: batch sizes 1 to 3, a growing cache (its
-    # attention given every column of the buffer in use once), no recompile
+    # warm-up compiled every graph serving needs: batch sizes 1 to 3, a cache that outgrows its
+    # first buffer, no recompile
     assert decoder.compiled and dict(counters["stats"]) == compiled_before
 
 
