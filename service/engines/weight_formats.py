@@ -5,7 +5,7 @@ weights decode faster. Only the weights are stored smaller; activations and deco
 stay float32 (``linear_kernel.cpp``). A prompt (more than 32 rows at once) is bound by arithmetic
 instead: with ``set_prompt_products("bfloat16")`` (``lima serve --prompt-products bfloat16``) and
 a CPU with AVX512-BF16, its inputs and weights are rounded to bfloat16 and multiplied in pairs
-with float32 sums, twice float32's rate. Off by default: perplexity moves only +0.04%, but the
+with float32 sums, twice float32's rate. Off by default: perplexity moves only +0.03%, but the
 top token changes where float32 decides (35 of 8,982 positions of the chains at margins of 0.01
 or more, against 0 for float32 products). Not torch's ``set_float32_matmul_precision("medium")``:
 that also puts torch's CPU attention into bfloat16, 5x slower for a decode step here.
